@@ -1,0 +1,392 @@
+"""JSON exactly as Go's encoding/json reads and writes it.
+
+Writing: compact, HTML-safe escaping, sorted map keys, Go's float formatting
+(float32 in 32-bit shortest form), RFC 3339 times, base64 for bytes, and
+``json.Number`` literals written back verbatim.
+
+Reading: like ``json.NewDecoder(r).UseNumber()``: the first value only,
+integer literals exact, non-integer literals kept as ``JSONNumber`` (a float
+that remembers its text), invalid UTF-8 replaced by U+FFFD byte by byte.
+
+Go structs are written from ``Struct`` (ordered pairs); plain dicts are Go maps.
+"""
+
+from __future__ import annotations
+
+import base64
+import codecs
+import json
+import math
+import re
+import struct
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from fractions import Fraction
+from functools import lru_cache
+from typing import Any
+
+from bridge.errors import DecodeError, EncodeError
+from bridge.protocol.gotime import format_rfc3339
+
+
+class JSONNumber(float):
+    """A JSON number literal kept as written, like Go's ``json.Number``.
+
+    It behaves as the float it denotes; the encoder writes ``literal`` back
+    unchanged, as Go does when it re-marshals a decoded ``json.Number``.
+    """
+
+    __slots__ = ("literal",)
+    literal: str
+
+    def __new__(cls, literal: str) -> JSONNumber:
+        try:
+            self = super().__new__(cls, literal)
+        except OverflowError:  # pragma: no cover - float() of text saturates to inf
+            self = super().__new__(cls, math.copysign(math.inf, -1 if literal[0] == "-" else 1))
+        self.literal = literal
+        return self
+
+    def __repr__(self) -> str:
+        return f"JSONNumber({self.literal!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (JSONNumber, (self.literal,))
+
+
+class Struct(tuple):  # type: ignore[type-arg]
+    """A Go struct to encode: ``(key, value)`` pairs written in declaration order."""
+
+    __slots__ = ()
+
+
+class Float32(float):
+    """A float64 holding a float32 value, to be written in 32-bit shortest form."""
+
+    __slots__ = ()
+
+
+# --------------------------------------------------------------------------- writing
+
+_ESCAPE = re.compile('[\x00-\x1f"\\\\<>&\u2028\u2029\ud800-\udfff]')
+_SHORT = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r",
+          "\t": "\\t"}
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    ch = match.group()
+    short = _SHORT.get(ch)
+    if short is not None:
+        return short
+    if "\ud800" <= ch <= "\udfff":
+        return "\\ufffd"  # a lone surrogate is invalid UTF-8 to Go
+    return f"\\u{ord(ch):04x}"
+
+
+def quote(text: str) -> str:
+    """A Go-escaped JSON string literal (``<`` → ``\\u003c``, U+2028 → ``\\u2028`` ...)."""
+    if _ESCAPE.search(text) is None:
+        return f'"{text}"'
+    return '"' + _ESCAPE.sub(_escape_char, text) + '"'
+
+
+def _digits(value: float) -> tuple[str, int]:
+    """Shortest round-trip digits of ``abs(value)`` and the decimal point position."""
+    text = repr(abs(value))
+    mantissa, _, exp = text.partition("e")
+    whole, _, frac = mantissa.partition(".")
+    digits = whole + frac
+    point = len(whole) + (int(exp) if exp else 0)
+    stripped = digits.lstrip("0")
+    point -= len(digits) - len(stripped)
+    return stripped.rstrip("0") or "0", point
+
+
+def _layout(negative: bool, digits: str, point: int, exponent_form: bool) -> str:
+    sign = "-" if negative else ""
+    if exponent_form:
+        exp = point - 1
+        head = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
+        return f"{sign}{head}e{'-' if exp < 0 else '+'}{abs(exp)}"
+    if point <= 0:
+        return f"{sign}0.{'0' * -point}{digits}"
+    if point >= len(digits):
+        return sign + digits + "0" * (point - len(digits))
+    return f"{sign}{digits[:point]}.{digits[point:]}"
+
+
+def format_float64(value: float) -> str:
+    """What Go writes for a float64: ES6 number formatting, no ``.0``."""
+    if math.isnan(value) or math.isinf(value):
+        raise EncodeError(f"json: unsupported value: {value} (Go cannot write NaN or Inf)")
+    if value == 0:
+        return "-0" if math.copysign(1.0, value) < 0 else "0"
+    digits, point = _digits(value)
+    magnitude = abs(value)
+    return _layout(value < 0, digits, point, magnitude < 1e-6 or magnitude >= 1e21)
+
+
+_F32_SMALL = struct.unpack("<f", struct.pack("<f", 1e-6))[0]
+_F32_LARGE = struct.unpack("<f", struct.pack("<f", 1e21))[0]
+
+
+def to_float32(value: float) -> float:
+    """Round a float to the nearest float32, as Go's float64→float32 conversion does."""
+    try:
+        return float(struct.unpack("<f", struct.pack("<f", value))[0])
+    except OverflowError:
+        raise EncodeError(f"{value!r} is out of range for float32") from None
+
+
+def _f32_bits(value: float) -> int:
+    return int(struct.unpack("<I", struct.pack("<f", value))[0])
+
+
+def _f32_from_bits(bits: int) -> float:
+    return float(struct.unpack("<f", struct.pack("<I", bits))[0])
+
+
+@lru_cache(maxsize=4096)
+def _float32_digits(magnitude: float) -> tuple[str, int]:
+    """Shortest digits that parse back (directly, as Go's ParseFloat(s, 32)) to ``magnitude``.
+
+    Among the shortest candidates the one closest to the exact value wins, as in
+    Go's strconv. Exact arithmetic avoids double rounding through float64.
+    """
+    bits = _f32_bits(magnitude)
+    exact = Fraction(magnitude)
+    lower = Fraction(_f32_from_bits(bits - 1)) if bits > 0 else -exact
+    upper_bits = bits + 1
+    upper = (
+        Fraction(_f32_from_bits(upper_bits)) if upper_bits < 0x7F800000
+        else exact + (exact - lower)
+    )
+    low, high = (lower + exact) / 2, (exact + upper) / 2
+    inclusive = bits % 2 == 0  # ties round to even: the boundary belongs to an even mantissa
+    exp10 = math.floor(math.log10(magnitude))
+    for precision in range(1, 10):
+        scale = exp10 - precision + 1
+        unit = Fraction(10) ** scale
+        centre = round(exact / unit)
+        best: tuple[Fraction, int] | None = None
+        for candidate in (centre - 1, centre, centre + 1):
+            if candidate <= 0:
+                continue
+            value = candidate * unit
+            inside = (low <= value <= high) if inclusive else (low < value < high)
+            if not inside:
+                continue
+            # closest to the exact value wins; an exact tie goes to the even last digit
+            key = (abs(value - exact), candidate % 2)
+            if best is None or key < (abs(best[0] - exact), best[1] % 2):
+                best = (value, candidate)
+        if best is not None:
+            text = str(best[1]).rstrip("0")
+            stripped = len(str(best[1])) - len(text)
+            return text, scale + stripped + len(text)
+    raise AssertionError("a float32 always has a 9-digit representation")  # pragma: no cover
+
+
+def format_float32(value: float) -> str:
+    """What Go writes for a float32 (shortest 32-bit digits, float32 cutoffs)."""
+    if math.isnan(value) or math.isinf(value):
+        raise EncodeError(f"json: unsupported value: {value} (Go cannot write NaN or Inf)")
+    value = to_float32(value)
+    if value == 0:
+        return "-0" if math.copysign(1.0, value) < 0 else "0"
+    magnitude = abs(value)
+    digits, point = _float32_digits(magnitude)
+    return _layout(value < 0, digits, point, magnitude < _F32_SMALL or magnitude >= _F32_LARGE)
+
+
+def _write(value: Any, out: list[str], f32: bool) -> None:
+    kind = type(value)
+    if kind is str:
+        out.append(quote(value))
+    elif value is None:
+        out.append("null")
+    elif kind is bool:
+        out.append("true" if value else "false")
+    elif kind is int:
+        out.append(str(value))
+    elif kind is JSONNumber:
+        out.append(value.literal)
+    elif kind is Float32:
+        out.append(format_float32(value))
+    elif kind is float:
+        out.append(format_float32(value) if f32 else format_float64(value))
+    elif kind is Struct:
+        out.append("{")
+        first = True
+        for key, item in value:
+            if not first:
+                out.append(",")
+            first = False
+            out.append(f'"{key}":')
+            _write(item, out, f32)
+        out.append("}")
+    elif isinstance(value, list | tuple):
+        out.append("[")
+        for index, item in enumerate(value):
+            if index:
+                out.append(",")
+            _write(item, out, f32)
+        out.append("]")
+    elif isinstance(value, dict):
+        _write_map(value, out, f32)
+    elif isinstance(value, bytes | bytearray | memoryview):
+        out.append('"' + base64.b64encode(bytes(value)).decode("ascii") + '"')
+    elif isinstance(value, datetime):
+        out.append('"' + format_rfc3339(value) + '"')
+    elif isinstance(value, bool):
+        out.append("true" if value else "false")
+    elif isinstance(value, int):
+        out.append(str(int(value)))
+    elif isinstance(value, float):
+        out.append(format_float32(value) if f32 else format_float64(value))
+    else:
+        raise EncodeError(f"json: unsupported type: {type(value).__name__}")
+
+
+def _write_map(value: dict[Any, Any], out: list[str], f32: bool) -> None:
+    for key in value:
+        if not isinstance(key, str):
+            raise EncodeError(f"json: map keys must be strings, not {type(key).__name__}")
+    out.append("{")
+    for index, key in enumerate(sorted(value)):
+        if index:
+            out.append(",")
+        out.append(quote(key))
+        out.append(":")
+        _write(value[key], out, f32)
+    out.append("}")
+
+
+def write(value: Any, out: list[str], *, f32: bool = False) -> None:
+    """Append the Go JSON text of ``value`` to ``out`` (floats as float32 if ``f32``)."""
+    _write(value, out, f32)
+
+
+def dumps(value: Any, *, f32: bool = False) -> bytes:
+    """``json.Marshal(value)`` as Go writes it."""
+    out: list[str] = []
+    _write(value, out, f32)
+    return "".join(out).encode("utf-8")
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _replace_per_byte(error: UnicodeError) -> tuple[str, int]:
+    assert isinstance(error, UnicodeDecodeError)
+    return "\ufffd" * (error.end - error.start), error.end
+
+
+codecs.register_error("bridge.go_fffd", _replace_per_byte)
+
+_WHITESPACE = " \t\r\n"
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class Pairs(list):  # type: ignore[type-arg]
+    """A decoded JSON object as its ``(key, value)`` pairs, in document order."""
+
+    __slots__ = ()
+
+
+def _parse_int(literal: str) -> int | JSONNumber:
+    return JSONNumber(literal) if literal == "-0" else int(literal)
+
+
+def _reject_constant(name: str) -> Any:
+    raise DecodeError(f"invalid character {name[0]!r} looking for beginning of value")
+
+
+_DECODER = json.JSONDecoder(
+    object_pairs_hook=Pairs,
+    parse_float=JSONNumber,
+    parse_int=_parse_int,
+    parse_constant=_reject_constant,
+)
+
+
+def to_text(data: bytes | bytearray | memoryview | str) -> str:
+    """Bytes as Go sees them: UTF-8 with each invalid byte read as U+FFFD."""
+    if isinstance(data, str):
+        return data
+    return bytes(data).decode("utf-8", "bridge.go_fffd")
+
+
+def loads_raw(data: bytes | bytearray | memoryview | str) -> Any:
+    """The first JSON value in ``data``, objects left as ``Pairs``.
+
+    Like Go's Decoder: leading whitespace skipped, trailing bytes ignored.
+    """
+    text = to_text(data)
+    start = 0
+    while start < len(text) and text[start] in _WHITESPACE:
+        start += 1
+    if start == len(text):
+        raise DecodeError("empty message: no JSON value")
+    try:
+        value, _ = _DECODER.raw_decode(text, start)
+    except json.JSONDecodeError as exc:
+        raise DecodeError(f"invalid JSON: {exc}") from None
+    except RecursionError:
+        raise DecodeError("invalid JSON: nested too deeply") from None
+    return value
+
+
+def plain(value: Any) -> Any:
+    """A decoded ``interface{}`` value as plain Python: objects → dicts (last key wins)."""
+    kind = type(value)
+    if kind is Pairs:
+        return {_clean_str(k): plain(v) for k, v in value}
+    if kind is list:
+        return [plain(v) for v in value]
+    if kind is str:
+        return _clean_str(value)
+    return value
+
+
+def _clean_str(text: str) -> str:
+    """Go turns a lone ``\\ud800`` escape into U+FFFD when it decodes."""
+    if text.isascii() or _LONE_SURROGATE.search(text) is None:
+        return text
+    return _LONE_SURROGATE.sub("\ufffd", text)
+
+
+def loads(data: bytes | bytearray | memoryview | str) -> Any:
+    """The first JSON value in ``data`` as plain Python (objects as dicts)."""
+    return plain(loads_raw(data))
+
+
+def fold_key(key: str) -> str:
+    """Go's case-insensitive field match (bytes.EqualFold) folded to compare with ASCII names."""
+    if key.isascii():
+        return key.lower()
+    return "".join(
+        "k" if ch == "\u212a" else "s" if ch == "\u017f" else ch.lower() if ch.isascii() else ch
+        for ch in key
+    )
+
+
+FieldSetter = Callable[[Any], None]
+
+
+def match_fields(pairs: Iterable[tuple[str, Any]], fields: dict[str, str]) -> dict[str, Any]:
+    """Map JSON keys onto struct fields as Go does: exact name first, else case-insensitively.
+
+    ``fields`` maps Go field names to attribute names. Later keys win; unknown
+    keys are ignored. Returns attribute name → raw decoded value.
+    """
+    folded = {name.lower(): attr for name, attr in fields.items()}
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        attr = fields.get(key)
+        if attr is None:
+            attr = folded.get(fold_key(key))
+            if attr is None:
+                continue
+        found[attr] = value
+    return found
