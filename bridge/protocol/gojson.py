@@ -21,7 +21,6 @@ import re
 import struct
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from fractions import Fraction
 from functools import lru_cache
 from typing import Any
 
@@ -150,40 +149,44 @@ def _f32_from_bits(bits: int) -> float:
 def _float32_digits(magnitude: float) -> tuple[str, int]:
     """Shortest digits that parse back (directly, as Go's ParseFloat(s, 32)) to ``magnitude``.
 
-    Among the shortest candidates the one closest to the exact value wins, as in
-    Go's strconv. Exact arithmetic avoids double rounding through float64.
+    Among the shortest candidates the one closest to the exact value wins (an exact
+    tie goes to the even digit), as in Go's strconv. Exact integer arithmetic
+    avoids double rounding through float64.
     """
     bits = _f32_bits(magnitude)
-    exact = Fraction(magnitude)
-    lower = Fraction(_f32_from_bits(bits - 1)) if bits > 0 else -exact
-    upper_bits = bits + 1
-    upper = (
-        Fraction(_f32_from_bits(upper_bits)) if upper_bits < 0x7F800000
-        else exact + (exact - lower)
-    )
-    low, high = (lower + exact) / 2, (exact + upper) / 2
-    inclusive = bits % 2 == 0  # ties round to even: the boundary belongs to an even mantissa
+    exponent, fraction = bits >> 23, bits & 0x7FFFFF
+    mantissa, power = (fraction | 0x800000, exponent - 150) if exponent else (fraction, -149)
+    # the value and its rounding interval, in units of 2^(power-2)
+    centre = mantissa << 2
+    high = centre + 2
+    low = centre - (1 if fraction == 0 and exponent > 1 else 2)
+    unit = power - 2
+    inclusive = mantissa % 2 == 0
     exp10 = math.floor(math.log10(magnitude))
     for precision in range(1, 10):
         scale = exp10 - precision + 1
-        unit = Fraction(10) ** scale
-        centre = round(exact / unit)
-        best: tuple[Fraction, int] | None = None
-        for candidate in (centre - 1, centre, centre + 1):
+        # scale everything to integers: candidate c stands for c·10^scale
+        ten = 10 ** max(0, -scale)
+        two = 1 << max(0, -unit)
+        step = (10**scale if scale >= 0 else 1) * two
+        to_int = (1 << unit if unit >= 0 else 1) * ten
+        exact, lo, hi = centre * to_int, low * to_int, high * to_int
+        guess = (2 * exact + step) // (2 * step)
+        best = None
+        best_gap = 0
+        for candidate in (guess - 1, guess, guess + 1):
             if candidate <= 0:
                 continue
-            value = candidate * unit
-            inside = (low <= value <= high) if inclusive else (low < value < high)
+            value = candidate * step
+            inside = (lo <= value <= hi) if inclusive else (lo < value < hi)
             if not inside:
                 continue
-            # closest to the exact value wins; an exact tie goes to the even last digit
-            key = (abs(value - exact), candidate % 2)
-            if best is None or key < (abs(best[0] - exact), best[1] % 2):
-                best = (value, candidate)
+            gap = abs(value - exact)
+            if best is None or gap < best_gap or (gap == best_gap and candidate % 2 == 0):
+                best, best_gap = candidate, gap
         if best is not None:
-            text = str(best[1]).rstrip("0")
-            stripped = len(str(best[1])) - len(text)
-            return text, scale + stripped + len(text)
+            digits = str(best)
+            return digits.rstrip("0"), scale + len(digits)
     raise AssertionError("a float32 always has a 9-digit representation")  # pragma: no cover
 
 

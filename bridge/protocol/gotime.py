@@ -73,9 +73,10 @@ class GoTime(datetime):
     def __hash__(self) -> int:
         return hash((super().__hash__(), self._ns))
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild, (datetime(*self.timetuple()[:6], self.microsecond, self.tzinfo),
-                           self._ns))
+    def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
+        # datetime's own __reduce_ex__ would drop the nanoseconds (pickle, copy, deepcopy)
+        plain = datetime(*self.timetuple()[:6], self.microsecond, self.tzinfo, fold=self.fold)
+        return (_rebuild, (plain, self._ns))
 
     def __repr__(self) -> str:
         return f"GoTime({format_rfc3339(self)!r})"
