@@ -1,0 +1,54 @@
+//go:build !mv2
+
+// Adapter for github.com/RichardKnop/machinery/v1 (module version pinned in go.mod).
+// Everything version-specific lives here and in machinery_v2.go; all other
+// files only use the aliases and function variables declared below.
+package main
+
+import (
+	machinery "github.com/RichardKnop/machinery/v1"
+	"github.com/RichardKnop/machinery/v1/config"
+	mlog "github.com/RichardKnop/machinery/v1/log"
+	"github.com/RichardKnop/machinery/v1/tasks"
+)
+
+const (
+	machineryVersion = "v1"
+	machineryModule  = "github.com/RichardKnop/machinery"
+)
+
+type (
+	Signature  = tasks.Signature
+	Arg        = tasks.Arg
+	Headers    = tasks.Headers
+	TaskState  = tasks.TaskState
+	TaskResult = tasks.TaskResult
+	GroupMeta  = tasks.GroupMeta
+	Server     = machinery.Server
+	Config     = config.Config
+)
+
+var (
+	NewSignature         = tasks.NewSignature
+	NewChain             = tasks.NewChain
+	NewGroup             = tasks.NewGroup
+	NewChord             = tasks.NewChord
+	NewWithSignature     = tasks.NewWithSignature
+	ReflectValue         = tasks.ReflectValue
+	NewPendingTaskState  = tasks.NewPendingTaskState
+	NewReceivedTaskState = tasks.NewReceivedTaskState
+	NewStartedTaskState  = tasks.NewStartedTaskState
+	NewRetryTaskState    = tasks.NewRetryTaskState
+	NewSuccessTaskState  = tasks.NewSuccessTaskState
+	NewFailureTaskState  = tasks.NewFailureTaskState
+	setMachineryLogger   = mlog.Set
+)
+
+// newRedisServer builds a server with the REAL redigo Redis broker and
+// backend. v1 is normally wired through its URL factories (NewServer(cnf)
+// -> BrokerFactory/BackendFactory/ParseRedisURL), so that is what we use.
+func newRedisServer(cnf *Config, redisURL string) (*Server, error) {
+	cnf.Broker = redisURL
+	cnf.ResultBackend = redisURL
+	return machinery.NewServer(cnf)
+}

@@ -1,0 +1,60 @@
+//go:build mv2
+
+// Adapter for github.com/RichardKnop/machinery/v2 (module version pinned in go.mod).
+// Mirror of machinery_v1.go; keep the two files declaring the same names.
+package main
+
+import (
+	machinery "github.com/RichardKnop/machinery/v2"
+	redisbackend "github.com/RichardKnop/machinery/v2/backends/redis"
+	redisbroker "github.com/RichardKnop/machinery/v2/brokers/redis"
+	"github.com/RichardKnop/machinery/v2/config"
+	eagerlock "github.com/RichardKnop/machinery/v2/locks/eager"
+	mlog "github.com/RichardKnop/machinery/v2/log"
+	"github.com/RichardKnop/machinery/v2/tasks"
+)
+
+const (
+	machineryVersion = "v2"
+	machineryModule  = "github.com/RichardKnop/machinery/v2"
+)
+
+type (
+	Signature  = tasks.Signature
+	Arg        = tasks.Arg
+	Headers    = tasks.Headers
+	TaskState  = tasks.TaskState
+	TaskResult = tasks.TaskResult
+	GroupMeta  = tasks.GroupMeta
+	Server     = machinery.Server
+	Config     = config.Config
+)
+
+var (
+	NewSignature         = tasks.NewSignature
+	NewChain             = tasks.NewChain
+	NewGroup             = tasks.NewGroup
+	NewChord             = tasks.NewChord
+	NewWithSignature     = tasks.NewWithSignature
+	ReflectValue         = tasks.ReflectValue
+	NewPendingTaskState  = tasks.NewPendingTaskState
+	NewReceivedTaskState = tasks.NewReceivedTaskState
+	NewStartedTaskState  = tasks.NewStartedTaskState
+	NewRetryTaskState    = tasks.NewRetryTaskState
+	NewSuccessTaskState  = tasks.NewSuccessTaskState
+	NewFailureTaskState  = tasks.NewFailureTaskState
+	setMachineryLogger   = mlog.Set
+)
+
+// newRedisServer builds a server with the REAL redigo Redis broker and
+// backend. v2 has no URL factories: brokers/backends are constructed by hand
+// (README "V2"), so we parse the URL ourselves (redis://[:pass@]host:port/db).
+func newRedisServer(cnf *Config, redisURL string) (*Server, error) {
+	host, password, db, err := parseRedisURL(redisURL)
+	if err != nil {
+		return nil, err
+	}
+	broker := redisbroker.New(cnf, host, "", password, "", db)
+	backend := redisbackend.New(cnf, host, "", password, "", db)
+	return machinery.NewServer(cnf, broker, backend, eagerlock.New()), nil
+}
