@@ -28,6 +28,8 @@ from typing import Any, Literal
 
 import yaml
 
+from bridge.errors import BridgeError
+
 __all__ = [
     "DEFAULT_RESULTS_EXPIRE_IN",
     "DEFAULT_URL",
@@ -55,7 +57,7 @@ _MASK = "***"
 _MAX_GO_INT = 2**63 - 1
 
 
-class ConfigError(ValueError):
+class ConfigError(BridgeError, ValueError):
     """A configuration value is invalid or the configuration cannot be read."""
 
     def __init__(self, message: str, *, key: str | None = None, value: object = None) -> None:

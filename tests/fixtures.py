@@ -23,21 +23,28 @@ class Golden:
     kind: str
     args: list[dict[str, Any]]
     results: list[dict[str, Any]]
+    remarshal: Path | None
+
+    @property
+    def go_rewrite(self) -> bytes:
+        """What a Go consumer writes back after decoding the file (usually the file itself)."""
+        return (self.remarshal or self.path).read_bytes()
 
     @property
     def id(self) -> str:
         return f"{self.version}/{self.path.name}"
 
 
-def golden_fixtures() -> list[Golden]:
-    """Every golden file listed in a manifest, for every machinery version."""
+def golden_fixtures(directory: Path = MACHINERY) -> list[Golden]:
+    """Every golden file listed in a ``*/manifest.json`` under ``directory``."""
     found = []
-    for manifest in sorted(MACHINERY.glob("*/manifest.json")):
+    for manifest in sorted(directory.glob("*/manifest.json")):
         data = json.loads(manifest.read_text())
         for entry in data["fixtures"]:
             found.append(Golden(
                 version=data["version"], path=manifest.parent / entry["file"],
                 kind=entry["kind"], args=entry.get("args") or [],
                 results=entry.get("results") or [],
+                remarshal=manifest.parent / entry["remarshal"] if entry.get("remarshal") else None,
             ))
     return found

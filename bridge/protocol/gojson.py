@@ -19,7 +19,6 @@ import json
 import math
 import re
 import struct
-from collections.abc import Callable, Iterable
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -344,15 +343,15 @@ def plain(value: Any) -> Any:
     """A decoded ``interface{}`` value as plain Python: objects → dicts (last key wins)."""
     kind = type(value)
     if kind is Pairs:
-        return {_clean_str(k): plain(v) for k, v in value}
+        return {clean_str(k): plain(v) for k, v in value}
     if kind is list:
         return [plain(v) for v in value]
     if kind is str:
-        return _clean_str(value)
+        return clean_str(value)
     return value
 
 
-def _clean_str(text: str) -> str:
+def clean_str(text: str) -> str:
     """Go turns a lone ``\\ud800`` escape into U+FFFD when it decodes."""
     if text.isascii() or _LONE_SURROGATE.search(text) is None:
         return text
@@ -372,24 +371,3 @@ def fold_key(key: str) -> str:
         "k" if ch == "\u212a" else "s" if ch == "\u017f" else ch.lower() if ch.isascii() else ch
         for ch in key
     )
-
-
-FieldSetter = Callable[[Any], None]
-
-
-def match_fields(pairs: Iterable[tuple[str, Any]], fields: dict[str, str]) -> dict[str, Any]:
-    """Map JSON keys onto struct fields as Go does: exact name first, else case-insensitively.
-
-    ``fields`` maps Go field names to attribute names. Later keys win; unknown
-    keys are ignored. Returns attribute name → raw decoded value.
-    """
-    folded = {name.lower(): attr for name, attr in fields.items()}
-    found: dict[str, Any] = {}
-    for key, value in pairs:
-        attr = fields.get(key)
-        if attr is None:
-            attr = folded.get(fold_key(key))
-            if attr is None:
-                continue
-        found[attr] = value
-    return found

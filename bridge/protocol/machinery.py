@@ -65,11 +65,11 @@ def _mismatch(value: Any, where: str, go_type: str) -> DecodeError:
 
 
 def _read_str(value: Any, where: str) -> str:
+    if type(value) is str:
+        return value if value.isascii() else gojson.clean_str(value)
     if value is None:  # a null element of a []string is Go's zero value
         return ""
-    if type(value) is not str:
-        raise _mismatch(value, where, "string")
-    return gojson._clean_str(value)
+    raise _mismatch(value, where, "string")
 
 
 def _read_bool(value: Any, where: str) -> bool:
@@ -140,24 +140,36 @@ class _GoStruct:
 
     # (Go field name, attribute, reader, nullable pointer/slice/map?)
     _FIELDS: ClassVar[tuple[tuple[str, str, Reader, bool], ...]]
-    _BY_NAME: ClassVar[dict[str, str]]
-    _READERS: ClassVar[dict[str, tuple[str, Reader, bool]]]
+    # Go field name (exact, and lower-cased) → (attribute, reader, nullable, "Struct.Field")
+    _EXACT: ClassVar[dict[str, tuple[str, Reader, bool, str]]]
+    _FOLDED: ClassVar[dict[str, tuple[str, Reader, bool, str]]]
 
     @classmethod
     def _setup(cls) -> None:
-        cls._BY_NAME = {go: attr for go, attr, _, _ in cls._FIELDS}
-        cls._READERS = {attr: (go, read, nullable) for go, attr, read, nullable in cls._FIELDS}
+        cls._EXACT = {
+            go: (attr, read, nullable, f"{cls.__name__}.{go}")
+            for go, attr, read, nullable in cls._FIELDS
+        }
+        cls._FOLDED = {go.lower(): spec for go, spec in cls._EXACT.items()}
 
     @classmethod
     def _from_pairs(cls: type[_S], pairs: Pairs) -> _S:
+        # Go: exact field name first, else case-insensitive; later keys win; unknown ignored;
+        # null leaves a value field as it was and sets a pointer/slice/map to nil.
+        exact, folded = cls._EXACT, cls._FOLDED
         values: dict[str, Any] = {}
-        for attr, raw in gojson.match_fields(pairs, cls._BY_NAME).items():
-            go_name, read, nullable = cls._READERS[attr]
+        for key, raw in pairs:
+            spec = exact.get(key)
+            if spec is None:
+                spec = folded.get(gojson.fold_key(key))
+                if spec is None:
+                    continue
+            attr, read, nullable, where = spec
             if raw is None:
                 if nullable:
                     values[attr] = None
                 continue
-            values[attr] = read(raw, f"{cls.__name__}.{go_name}")
+            values[attr] = read(raw, where)
         return cls(**values)
 
     @classmethod

@@ -86,10 +86,13 @@ def test_invalid_utf8_becomes_one_replacement_per_byte() -> None:
 
 
 def test_case_insensitive_field_match_prefers_exact_and_last_wins() -> None:
-    fields = {"Name": "name", "UUID": "uuid"}
-    pairs = [("name", "a"), ("uuid", "u"), ("NAME", "b"), ("other", 1)]
-    assert gojson.match_fields(pairs, fields) == {"name": "b", "uuid": "u"}
-    assert gojson.match_fields([("\u212aey", 1)], {"Key": "key"}) == {"key": 1}
+    from bridge.protocol.machinery import Signature
+
+    sig = Signature.from_json('{"name":"a","uuid":"u","NAME":"b","other":1,'
+                              '"Bro\u212aerMessageGroupId":"k","\u017fQSReceiptHandle":"s",'
+                              '"BrokerMeßageGroupId":"no"}')
+    assert (sig.name, sig.uuid, sig.broker_message_group_id, sig.sqs_receipt_handle) == (
+        "b", "u", "k", "s")
 
 
 @pytest.mark.parametrize(

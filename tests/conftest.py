@@ -1,0 +1,23 @@
+"""Shared fixtures: real servers, started once per test session."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.servers import redis_server
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Redis: $BRIDGE_TEST_REDIS_URL if set, else a private redis-server."""
+    configured = os.environ.get("BRIDGE_TEST_REDIS_URL")
+    if configured:
+        yield configured
+        return
+    workdir: Path = tmp_path_factory.mktemp("redis")
+    with redis_server(workdir) as url:
+        yield url
