@@ -6,8 +6,8 @@ Forms (machinery v1 ``factories.go`` ParseRedisURL / ParseBrokers / ParseRedisSo
   ``:`` is a password, as in machinery. A missing or bad db is 0.
 - ``redis+socket://[user:]password@/path/to/redis.sock:/db``.
 - ``redis://h1:p1,h2:p2/db``: several addresses, a Cluster (so is one address with
-  ``cluster_mode``/``cluster_enabled``). With ``redis.master_name`` the addresses are Sentinels. Credentials
-  come from the first address, the db from a ``/N`` after the last.
+  ``cluster_mode``/``cluster_enabled``). With ``redis.master_name`` the addresses are
+  Sentinels. Credentials come from the first address, the db from a ``/N`` after the last.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def parse_redis_url(url: str) -> RedisTarget:
     if "," in creds:  # credentials belong to the first address only
         raise RedisURLError(f"credentials must come before the first address: {redact_url(url)}")
     username, password = _userinfo(creds) if at else (None, None)
-    hosts, _, query = hosts.partition("?")
+    hosts = hosts.partition("?")[0]
     parts = hosts.split(",")
     last, _, db_text = parts[-1].partition("/")
     parts[-1] = last
