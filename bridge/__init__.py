@@ -1,5 +1,6 @@
 """machinery-bridge: Python as a first-class citizen of Go machinery and Celery task queues."""
 
+from bridge.app import Bridge
 from bridge.errors import ArgTranslationError, BridgeError, DecodeError, EncodeError
 from bridge.protocol.gotime import GO_ZERO_TIME, GoTime
 from bridge.protocol.machinery import (
@@ -16,6 +17,8 @@ from bridge.protocol.machinery import (
     TaskState,
     new_uuid,
 )
+from bridge.result import AsyncResult, ResultTimeout, TaskFailed
+from bridge.retry import RetryLater
 from bridge.types import (
     Bytes,
     Float32,
@@ -37,9 +40,42 @@ from bridge.types import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "FAILURE", "GO_ZERO_TIME", "PENDING", "RECEIVED", "RETRY", "STARTED", "SUCCESS",
-    "Arg", "ArgTranslationError", "BridgeError", "Bytes", "DecodeError", "EncodeError",
-    "Float32", "Float64", "GoTime", "GroupMeta", "Int", "Int8", "Int16", "Int32", "Int64",
-    "Signature", "TaskResult", "TaskState", "Uint", "Uint8", "Uint16", "Uint32", "Uint64",
-    "new_uuid", "to_arg", "to_python",
+    "FAILURE",
+    "GO_ZERO_TIME",
+    "PENDING",
+    "RECEIVED",
+    "RETRY",
+    "STARTED",
+    "SUCCESS",
+    "Arg",
+    "ArgTranslationError",
+    "AsyncResult",
+    "Bridge",
+    "BridgeError",
+    "Bytes",
+    "DecodeError",
+    "EncodeError",
+    "Float32",
+    "Float64",
+    "GoTime",
+    "GroupMeta",
+    "Int",
+    "Int8",
+    "Int16",
+    "Int32",
+    "Int64",
+    "ResultTimeout",
+    "RetryLater",
+    "Signature",
+    "TaskFailed",
+    "TaskResult",
+    "TaskState",
+    "Uint",
+    "Uint8",
+    "Uint16",
+    "Uint32",
+    "Uint64",
+    "new_uuid",
+    "to_arg",
+    "to_python",
 ]

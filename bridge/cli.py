@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import importlib
+import json
+import logging
+import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 from bridge import __version__
+from bridge.app import Bridge
 from bridge.config import Config, ConfigError, redact_url
 from bridge.errors import BridgeError
 from bridge.pretty import decode_any, describe
+from bridge.result import AsyncResult, ResultTimeout, TaskFailed
+from bridge.worker import Worker, WorkerOptions
 
 
 def _read_redis(url: str, key: str, index: int) -> bytes:
@@ -76,6 +84,173 @@ def decode(source: str, redis_key: str | None, index: int, config_path: str | No
     click.echo("\n".join(describe(message)))
     if raw:
         click.echo(message.to_json().decode("utf-8"))
+
+
+def _load_app(app_path: str | None, config_path: str | None) -> Bridge:
+    """The Bridge in ``module[:attribute]`` (default attribute ``app``), or one from config."""
+    if app_path is None:
+        try:
+            return Bridge.from_config(config_path)
+        except ConfigError as exc:
+            raise click.ClickException(str(exc)) from None
+    module_name, _, attribute = app_path.partition(":")
+    sys.path.insert(0, os.getcwd())
+    module = importlib.import_module(module_name)
+    app = getattr(module, attribute or "app", None)
+    if not isinstance(app, Bridge):
+        raise click.ClickException(f"{app_path}: no Bridge app (define `app = Bridge(...)`)")
+    if config_path is not None:
+        app.config = Config.load(config_path)
+    return app
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+app_option = click.option("-A", "--app", "app_path", metavar="MODULE[:ATTR]",
+                          help="Module holding your Bridge app (attribute `app` by default).")
+config_option = click.option("--config", "config_path", type=click.Path(exists=True),
+                             help="machinery config.yml (default: machinery's env variables).")
+
+
+@main.command()
+@app_option
+@config_option
+@click.option("-Q", "--queue", default="", help="Queue to consume (default: default_queue).")
+@click.option("-c", "--concurrency", default=4, show_default=True, help="Tasks run at once.")
+@click.option("--pool", type=click.Choice(["threads", "processes"]), default="threads",
+              show_default=True, help="Run tasks in threads, or processes for CPU-bound work.")
+@click.option("--graceful-timeout", default=30.0, show_default=True,
+              help="Seconds to let running tasks finish after SIGTERM.")
+@click.option("-l", "--loglevel", default="info", show_default=True)
+def worker(app_path: str | None, config_path: str | None, queue: str, concurrency: int,
+           pool: str, graceful_timeout: float, loglevel: str) -> None:
+    """Serve machinery tasks (from Go or Python producers) with your Python functions."""
+    _setup_logging(loglevel)
+    app = _load_app(app_path, config_path)
+    logging.getLogger("bridge").info(
+        "broker %s, backend %s, %d tasks: %s", redact_url(app.config.broker),
+        redact_url(app.config.result_backend), len(app.tasks), ", ".join(sorted(app.tasks)))
+    options = WorkerOptions(queue=queue, concurrency=concurrency, pool=pool,
+                            graceful_timeout=graceful_timeout)
+    runner = Worker(app, options)
+    status = runner.run()
+    if runner.busy:  # abandoned past the graceful timeout; they are back in the queue
+        logging.shutdown()
+        os._exit(status)
+    sys.exit(status)
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+@main.command()
+@app_option
+@config_option
+@click.argument("name")
+@click.argument("args", nargs=-1)
+@click.option("-t", "--type", "types", multiple=True,
+              help="Go type of each arg in order (int8, []string, ...); default: inferred.")
+@click.option("-Q", "--queue", default="", help="Queue (default: default_queue).")
+@click.option("--countdown", type=float, help="Run after this many seconds.")
+@click.option("--retry-count", default=0, help="machinery RetryCount.")
+@click.option("--wait", type=float, help="Wait this many seconds for the result and print it.")
+def send(app_path: str | None, config_path: str | None, name: str, args: tuple[str, ...],
+         types: tuple[str, ...], queue: str, countdown: float | None, retry_count: int,
+         wait: float | None) -> None:
+    """Send task NAME with ARGS (JSON literals, else strings) to Go or Python workers."""
+    app = _load_app(app_path, config_path)
+    try:
+        result = app.send_task(name, *(_parse_value(a) for a in args),
+                               arg_types=list(types) or None, queue=queue, countdown=countdown,
+                               retry_count=retry_count)
+    except BridgeError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(result.task_uuid)
+    if wait is not None:
+        _print_result(result, wait)
+
+
+def _print_result(result: AsyncResult, wait: float) -> None:
+    try:
+        click.echo(repr(result.get(timeout=wait)))
+    except TaskFailed as exc:
+        raise click.ClickException(f"task failed: {exc.error}") from None
+    except ResultTimeout as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.command()
+@app_option
+@config_option
+@click.argument("task_uuid")
+@click.option("--wait", default=0.0, help="Seconds to wait for completion.")
+def result(app_path: str | None, config_path: str | None, task_uuid: str, wait: float) -> None:
+    """Show a task's state and typed results."""
+    app = _load_app(app_path, config_path)
+    async_result = AsyncResult(task_uuid, app.backend)
+    if wait:
+        _print_result(async_result, wait)
+        return
+    state = async_result.state()
+    if state is None:
+        raise click.ClickException(f"no state stored for {task_uuid} (expired or never written)")
+    click.echo("\n".join(describe(state)))
+
+
+@main.command()
+@app_option
+@config_option
+@click.option("-Q", "--queue", "queues", multiple=True, help="Queues (default: default_queue).")
+@click.option("--peek", default=3, show_default=True, help="Messages to decode from each queue.")
+def inspect(app_path: str | None, config_path: str | None, queues: tuple[str, ...],
+            peek: int) -> None:
+    """Queue depth, delayed tasks, messages held by workers, dead letters, and a decoded peek."""
+    app = _load_app(app_path, config_path)
+    broker = app.broker
+    click.echo(f"broker {redact_url(app.config.broker)}")
+    click.echo(f"delayed tasks: {broker.delayed_count()}")  # type: ignore[attr-defined]
+    for queue in queues or (app.config.default_queue,):
+        click.echo(f"queue {queue}: {broker.queue_depth(queue)} waiting")  # type: ignore[attr-defined]
+        for worker_id, count in broker.processing(queue).items():  # type: ignore[attr-defined]
+            click.echo(f"  held by worker {worker_id}: {count}")
+        dead = broker.dead_letters(queue, 0, -1)  # type: ignore[attr-defined]
+        click.echo(f"  dead letters: {len(dead)}")
+        for entry in dead[:peek]:
+            click.echo(f"    {entry.get('time', '')} {entry.get('reason', '')}")
+        for body in broker.peek(queue, peek):  # type: ignore[attr-defined]
+            try:
+                click.echo("\n".join(describe(decode_any(body), "  ")))
+            except BridgeError as exc:
+                click.echo(f"  <undecodable: {exc}>")
+
+
+@main.command("requeue-dead")
+@app_option
+@config_option
+@click.option("-Q", "--queue", default="", help="Queue whose dead letters to replay.")
+@click.option("--count", default=0, help="How many (0: all).")
+def requeue_dead(app_path: str | None, config_path: str | None, queue: str, count: int) -> None:
+    """Put parked messages back on their queue, byte for byte."""
+    app = _load_app(app_path, config_path)
+    moved = app.broker.replay_dead(queue or app.config.default_queue, count)  # type: ignore[attr-defined]
+    click.echo(f"requeued {moved} message(s)")
+
+
+@main.command()
+@config_option
+def demo(config_path: str | None) -> None:
+    """Start a worker (and a private redis-server when no broker is configured), run a chain
+    and a chord through it, print the results, clean up."""
+    from bridge.demo import run_demo
+
+    run_demo(config_path)
 
 
 if __name__ == "__main__":  # pragma: no cover

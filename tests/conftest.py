@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.servers import redis_server
+from bridge.localredis import local_redis
 
 
 @pytest.fixture(scope="session")
@@ -18,6 +17,5 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if configured:
         yield configured
         return
-    workdir: Path = tmp_path_factory.mktemp("redis")
-    with redis_server(workdir) as url:
+    with local_redis(tmp_path_factory.mktemp("redis")) as url:
         yield url

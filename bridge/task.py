@@ -1,0 +1,103 @@
+"""A Python function registered under a machinery task name.
+
+Args arrive typed by their Go Type strings; a parameter annotated with another
+Go type (``Int8`` where the message says ``int64``) gets the value converted,
+range-checked. Return values become TaskResults typed by the return annotation
+(``-> tuple[int, str]`` is two results; ``-> None`` none), else inferred.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from bridge.errors import ArgTranslationError
+from bridge.protocol.machinery import Arg, TaskResult
+from bridge.types import function_go_types, infer_go_type, to_python, to_result, to_wire
+
+
+class ReflectArgsError(ArgTranslationError):
+    """The message's args cannot be given to the function (machinery: Reflect task args error)."""
+
+
+@dataclass(slots=True)
+class RegisteredTask:
+    """A task function with the Go types of its parameters and results."""
+
+    name: str
+    func: Callable[..., Any]
+    param_types: list[str | None] = field(default_factory=list)
+    result_types: list[str | None] = field(default_factory=list)
+    variadic_type: str | None = None
+    """Go type of each ``*args`` value (``*args: Int8`` → int8)."""
+    has_varargs: bool = False
+    is_async: bool = False
+
+    @classmethod
+    def wrap(cls, name: str, func: Callable[..., Any]) -> RegisteredTask:
+        """Read ``func``'s annotations into Go types."""
+        params, results = function_go_types(func)
+        sig = inspect.signature(func)
+        has_varargs = any(p.kind is p.VAR_POSITIONAL for p in sig.parameters.values())
+        variadic = params.pop() if has_varargs and params else None
+        return cls(name=name, func=func, param_types=params, result_types=results,
+                   variadic_type=variadic, has_varargs=has_varargs,
+                   is_async=inspect.iscoroutinefunction(func))
+
+    def python_args(self, args: Sequence[Arg] | None) -> list[Any]:
+        """Typed Python values for the function, in order."""
+        values = []
+        for position, arg in enumerate(args or ()):
+            value = to_python(arg.type, arg.value, position=position, name=arg.name)
+            wanted = self._param_type(position)
+            if wanted is not None and wanted != arg.type:
+                try:  # another width or slice type: convert with range checks
+                    value = to_python(wanted, to_wire(wanted, value))
+                except ArgTranslationError as exc:
+                    raise ReflectArgsError(
+                        f"the task takes {wanted}, the message sends {arg.type}: {exc.reason}",
+                        go_type=arg.type, value=arg.value, position=position, name=arg.name,
+                    ) from None
+            values.append(value)
+        return values
+
+    def _param_type(self, position: int) -> str | None:
+        if position < len(self.param_types):
+            return self.param_types[position]
+        return self.variadic_type
+
+    def results(self, returned: Any) -> list[TaskResult]:
+        """TaskResults for what the function returned, typed like a Go worker types them."""
+        declared = self.result_types
+        if declared == [] or (returned is None and declared in ([None], [])):
+            return []
+        if len(declared) > 1:
+            if not isinstance(returned, tuple) or len(returned) != len(declared):
+                raise TypeError(f"task {self.name} must return a tuple of {len(declared)} values")
+            return [to_result(v, t) for v, t in zip(returned, declared, strict=True)]
+        go_type = declared[0] if declared else None
+        if go_type is None and isinstance(returned, tuple):  # unannotated tuple: several results
+            return [to_result(v, infer_go_type(v)) for v in returned]
+        return [to_result(returned, go_type)]
+
+    def call(self, values: Sequence[Any]) -> Any:
+        """Run the function (a coroutine function runs to completion on its own loop)."""
+        if self.is_async:
+            return _run_coroutine(self.func(*values))
+        return self.func(*values)
+
+
+
+_LOOPS = threading.local()
+
+
+def _run_coroutine(coro: Any) -> Any:
+    """Run a coroutine on this thread's own event loop (one loop per worker thread)."""
+    loop = getattr(_LOOPS, "loop", None)
+    if loop is None:
+        loop = _LOOPS.loop = asyncio.new_event_loop()
+    return loop.run_until_complete(coro)
