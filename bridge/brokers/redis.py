@@ -1,0 +1,416 @@
+"""machinery's Redis broker, carried by a kombu transport of ours (alias ``machinery+redis``).
+
+The transport speaks machinery's layout instead of kombu's envelope: publishing a body to
+queue Q RPUSHes the raw bytes onto the LIST ``Q``; consuming hands back the raw bytes as
+``message.body``; a fetched message moves atomically into a processing list of this worker and
+ack / reject / requeue map to the reliable-fetch operations of
+:mod:`bridge.brokers.redis_layout` (keys, scripts and what works on Cluster are described
+there)::
+
+    with Connection("machinery+redis://127.0.0.1:6379/0") as conn:
+        queue = conn.SimpleQueue("machinery_tasks")
+        queue.put(signature.to_json(), serializer="raw")
+        message = queue.get(timeout=1)   # message.body == the raw bytes
+        message.ack()
+
+kombu maps ``X+Y://`` URLs to the transport alias ``X``, so the alias ``machinery`` is ours too;
+``machinery+redis://``, ``machinery+rediss://`` and ``machinery+redis+socket://`` carry every
+URL :mod:`bridge.redisconn` accepts (Sentinel and Cluster through ``transport_options``
+``redis_config``). :class:`RedisBroker` uses the channel's batch operations directly.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any, cast
+
+import redis
+from kombu.connection import Connection
+from kombu.transport import virtual
+
+from bridge.brokers.base import Broker, Delivery
+from bridge.brokers.redis_layout import RedisLayout, default_worker_id
+from bridge.config import Config, RedisConfig, redact_url
+from bridge.protocol.gotime import unix_nano
+from bridge.protocol.machinery import Signature
+from bridge.redisconn import connect
+
+__all__ = ["Channel", "RedisBroker", "Transport"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_MESSAGE_BYTES = 16 * 2**20
+KOMBU_BATCH = 100
+"""Messages fetched per round trip for a kombu consumer without a prefetch limit."""
+
+
+def _as_bytes(body: bytes | str | memoryview) -> bytes:
+    return body.encode("utf-8") if isinstance(body, str) else bytes(body)
+
+
+class QoS(virtual.QoS):
+    """kombu's per-channel unacked bookkeeping, with ack/reject done in Redis."""
+
+    channel: Channel
+
+    def ack(self, delivery_tag: Any) -> None:
+        """LREM the message from the processing list."""
+        message = self._delivered.get(delivery_tag)
+        if message is not None:
+            self.channel.layout.ack([(self.channel.held_in(message), message.body)])
+        super().ack(delivery_tag)  # type: ignore[no-untyped-call]
+
+    def reject(self, delivery_tag: Any, requeue: bool = False) -> None:
+        """Back to the head of the queue, or parked in the dead-letter list."""
+        message = self._delivered.get(delivery_tag)
+        if message is not None:
+            if requeue:
+                self.channel._restore(message)
+            else:
+                self.channel.park(message, "rejected by a kombu consumer")
+        self._quick_ack(delivery_tag)
+
+
+class Channel(virtual.Channel):
+    """A kombu channel over machinery's Redis layout.
+
+    ``transport_options``: ``machinery_url`` (else the connection's hostname), ``redis_config``
+    (a :class:`RedisConfig`), ``default_queue``, ``worker_id``, ``heartbeat_ttl`` (seconds).
+    Unacked messages of a consumer that stops draining for longer than ``heartbeat_ttl`` are
+    given back to the queue by other consumers; on close they go back at once.
+    """
+
+    QoS = QoS
+    body_encoding = None  # type: ignore[assignment]  # the raw bytes, never kombu's base64 envelope
+    do_restore = True
+
+    def __init__(self, connection: Any, **kwargs: Any) -> None:
+        super().__init__(connection, **kwargs)  # type: ignore[no-untyped-call]
+        options = connection.client.transport_options
+        config: RedisConfig = options.get("redis_config") or RedisConfig()
+        url = options.get("machinery_url") or self._url_from(connection.client)
+        worker_id = options.get("worker_id") or default_worker_id()
+        if self.channel_id > 1:
+            worker_id = f"{worker_id}.{self.channel_id}"
+        poll = config.delayed_tasks_poll_period
+        self.layout = RedisLayout(
+            connect(url, config),
+            default_queue=options.get("default_queue", "machinery_tasks"),
+            delayed_key=config.delayed_tasks_key,
+            worker_id=worker_id,
+            heartbeat_ttl=float(options.get("heartbeat_ttl", 30.0)),
+            delayed_poll=(poll if poll > 0 else 500) / 1000,
+            max_block=max(config.read_timeout - 1, 0.5) if config.read_timeout else None,
+        )
+        self._tags = itertools.count(1)
+        self._no_ack: set[str] = set()
+        log.debug("machinery redis channel on %s as worker %s", redact_url(url), worker_id)
+
+    @staticmethod
+    def _url_from(client: Any) -> str:
+        host = client.hostname or "localhost"
+        if "://" in host:
+            return str(host)
+        auth = f"{client.userid or ''}:{client.password}@" if client.password else ""
+        vhost = str(client.virtual_host or "0").strip("/") or "0"
+        return f"redis://{auth}{host}:{client.port or 6379}/{vhost}"
+
+    # ------------------------------------------------------------ kombu virtual API
+
+    def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
+        """RPUSH the raw body (kombu's properties and headers are not kept)."""
+        self.layout.push({queue: [_as_bytes(message["body"])]})
+
+    def _get(self, queue: str, timeout: float | None = None) -> dict[str, Any]:
+        """One message, moved to this worker's processing list; Empty when none."""
+        self.layout.maintain()
+        bodies = self.layout.take(queue, 1, 0)
+        if not bodies:
+            raise virtual.Empty()
+        return self._payload(queue, bodies[0])
+
+    def _get_many(self, queues: Sequence[str], timeout: float | None = None) -> None:
+        """Deliver a batch to the consumers: blocking for one queue, a sweep for several."""
+        self.layout.maintain()
+        estimate = self.qos.can_consume_max_estimate()
+        count = KOMBU_BATCH if estimate is None else max(estimate, 1)
+        wait = 1.0 if timeout is None else timeout
+        for queue in queues:
+            bodies = self.layout.take(queue, count, wait if len(queues) == 1 else 0)
+            if bodies:
+                self._deliver(queue, bodies)
+                return
+        raise virtual.Empty()
+
+    def _deliver(self, queue: str, bodies: list[bytes]) -> None:
+        """Hand each message to kombu; what is left after a failing callback goes back."""
+        processing = self.layout.processing_key(queue)
+        if queue in self._no_ack:
+            self.layout.ack([(processing, body) for body in bodies])
+        for done, body in enumerate(bodies):
+            try:
+                self.connection._deliver(self._payload(queue, body), queue)
+            except BaseException:
+                if queue not in self._no_ack:
+                    for rest in reversed(bodies[done + 1:]):
+                        self.layout.put_back(processing, queue, rest, head=True)
+                raise
+
+    def _payload(self, queue: str, body: bytes) -> dict[str, Any]:
+        return {
+            "body": body,
+            "content-type": "application/data",  # kombu hands the raw bytes on undecoded
+            "content-encoding": "binary",
+            "headers": {},
+            "properties": {
+                "delivery_tag": next(self._tags),
+                "body_encoding": None,
+                "priority": 0,
+                "delivery_info": {"exchange": "", "routing_key": queue},
+            },
+        }
+
+    def basic_consume(self, queue: str, no_ack: bool, *args: Any, **kwargs: Any) -> Any:
+        """Remember no_ack consumers: their messages are acked as they are fetched."""
+        (self._no_ack.add if no_ack else self._no_ack.discard)(queue)
+        return super().basic_consume(  # type: ignore[no-untyped-call]
+            queue, no_ack, *args, **kwargs)
+
+    def basic_get(self, queue: str, no_ack: bool = False, **kwargs: Any) -> Any:
+        """kombu's basic_get; with no_ack the message is forgotten at once."""
+        message = super().basic_get(queue, no_ack, **kwargs)  # type: ignore[no-untyped-call]
+        if message is not None and no_ack:
+            self.layout.ack([(self.held_in(message), message.body)])
+        return message
+
+    def _restore(self, message: Any) -> None:
+        """An unacked message goes back to the head of its queue."""
+        queue = message.delivery_info["routing_key"]
+        self.layout.put_back(self.held_in(message), queue, message.body, head=True)
+
+    def _restore_at_beginning(self, message: Any) -> None:
+        self._restore(message)
+
+    def _size(self, queue: str) -> int:
+        return self.layout.depth(queue)
+
+    def _purge(self, queue: str) -> int:
+        pipe = self.layout.client.pipeline(transaction=False)
+        pipe.llen(queue)
+        pipe.delete(queue)
+        return int(pipe.execute()[0])
+
+    def _delete(self, queue: str, *args: Any, **kwargs: Any) -> None:
+        self.layout.client.delete(queue)
+
+    def _has_queue(self, queue: str, **kwargs: Any) -> bool:
+        return True  # machinery's queues are implicit: an empty LIST does not exist
+
+    def _new_queue(self, queue: str, **kwargs: Any) -> None:
+        pass
+
+    # ------------------------------------------------------------ helpers
+
+    def held_in(self, message: Any) -> str:
+        """The processing list holding a kombu message."""
+        return self.layout.processing_key(message.delivery_info["routing_key"])
+
+    def park(self, message: Any, reason: str) -> None:
+        """A kombu message into its queue's dead-letter list."""
+        queue = message.delivery_info["routing_key"]
+        self.layout.park(self.held_in(message), queue, message.body, reason)
+
+    def close(self) -> None:
+        """Restore unacked messages, give back whatever else is held, close the client."""
+        if self.closed:
+            return
+        super().close()  # type: ignore[no-untyped-call]
+        try:
+            self.layout.release()
+        except redis.RedisError as exc:  # the heartbeat recovery will give them back
+            log.warning("could not give back held messages on close: %s", exc)
+        finally:
+            self.layout.client.close()
+
+
+class Transport(virtual.Transport):
+    """kombu transport ``machinery+redis``: machinery's raw Redis layout."""
+
+    Channel = Channel
+    driver_type = "redis"
+    driver_name = "redis"
+    default_port = 6379  # type: ignore[assignment]
+    can_parse_url = True  # the URL goes to bridge.redisconn untouched
+    polling_interval = 0.05
+    connection_errors = (  # type: ignore[assignment]
+        *virtual.Transport.connection_errors, redis.ConnectionError, redis.TimeoutError)
+    channel_errors = (  # type: ignore[assignment]
+        *virtual.Transport.channel_errors, redis.ResponseError)
+
+    def driver_version(self) -> str:
+        """redis-py's version."""
+        return str(redis.__version__)
+
+
+class RedisBroker(Broker):
+    """machinery's Redis broker with reliable fetch, beside Go producers and workers.
+
+    Publishes exactly as Go does (RPUSH to the routing key, ZADD to the delayed ZSET scored by
+    the ETA in Unix nanoseconds). Fetches move messages atomically into a processing list of
+    this worker; a heartbeat lets other workers give back what a dead one held. Call
+    :meth:`maintain` at least every ``heartbeat_ttl / 3`` seconds while consuming.
+
+    Works with every URL :mod:`bridge.redisconn` accepts: single node, TLS, unix socket,
+    Sentinel (``redis.master_name``) and Cluster (several addresses or ``cluster_mode``). On
+    Cluster the queue's bookkeeping keys share its slot (hash tags) so fetch, ack, requeue,
+    dead-letter, recovery and replay stay atomic; the delayed mover and a delayed requeue
+    cross slots and are done in two steps (see :class:`RedisLayout`).
+    """
+
+    def __init__(self, url: str, config: Config | None = None, *, worker_id: str | None = None,
+                 heartbeat_ttl: float = 30.0,
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
+        self.config = config or Config(broker=url)
+        self.url = url
+        self.default_queue = self.config.default_queue
+        self.max_message_bytes = max_message_bytes
+        self._connection = Connection(  # type: ignore[no-untyped-call]
+            transport=Transport, transport_options={
+            "machinery_url": url,
+            "redis_config": self.config.redis or RedisConfig(),
+            "default_queue": self.default_queue,
+            "worker_id": worker_id,
+            "heartbeat_ttl": heartbeat_ttl,
+        })
+        self.channel = cast(Channel, self._connection.default_channel)
+        self.layout = self.channel.layout
+        self.worker_id = self.layout.worker_id
+
+    @classmethod
+    def from_config(cls, config: Config) -> RedisBroker:
+        """The broker of ``config.broker``."""
+        return cls(config.broker, config)
+
+    def __repr__(self) -> str:
+        return f"RedisBroker({redact_url(self.url)!r}, worker_id={self.worker_id!r})"
+
+    @property
+    def delayed_tasks_key(self) -> str:
+        """The delayed ZSET's key."""
+        return self.layout.delayed_key
+
+    # ------------------------------------------------------------ producing
+
+    def publish(self, signatures: Sequence[Signature]) -> None:
+        """RPUSH (or ZADD when the ETA is in the future) every signature, one pipeline.
+
+        An empty RoutingKey is set to the default queue first, on the signature itself, as
+        machinery's AdjustRoutingKey does.
+        """
+        now = time.time_ns()
+        lists: dict[str, list[bytes]] = {}
+        delayed: list[tuple[int, bytes]] = []
+        for sig in signatures:
+            if not sig.routing_key:
+                sig.routing_key = self.default_queue
+            body = sig.to_json()
+            eta = unix_nano(sig.eta) if sig.eta is not None else 0
+            if eta > now:
+                delayed.append((eta, body))
+            else:
+                lists.setdefault(sig.routing_key, []).append(body)
+        self.layout.push(lists, delayed)
+
+    def publish_raw(self, queue: str, bodies: Sequence[bytes]) -> None:
+        """RPUSH already-encoded bodies onto ``queue``."""
+        if bodies:
+            self.layout.push({queue: list(bodies)})
+
+    # ------------------------------------------------------------ consuming
+
+    def fetch(self, queue: str, max_count: int, timeout: float) -> list[Delivery]:
+        """Up to ``max_count`` messages; oversized ones are dead-lettered, not returned."""
+        bodies = self.layout.take(queue, max_count, timeout)
+        processing = self.layout.processing_key(queue)
+        deliveries = []
+        for body in bodies:
+            if len(body) > self.max_message_bytes:
+                self._park(processing, queue, body, f"message of {len(body)} bytes exceeds "
+                           f"max_message_bytes={self.max_message_bytes}")
+            else:
+                deliveries.append(Delivery(body, queue, processing))
+        return deliveries
+
+    def ack(self, deliveries: Sequence[Delivery]) -> None:
+        """Remove the messages from the processing lists, one pipeline."""
+        if deliveries:
+            self.layout.ack((self._held_in(d), d.body) for d in deliveries)
+
+    def requeue(self, delivery: Delivery, delay: float = 0.0) -> None:
+        """Back to the queue's tail, or into the delayed ZSET at now + ``delay``."""
+        if delay > 0:
+            eta = time.time_ns() + int(delay * 1e9)
+            self.layout.delay(self._held_in(delivery), delivery.body, eta)
+        else:
+            self.layout.put_back(self._held_in(delivery), delivery.queue, delivery.body,
+                                 head=False)
+
+    def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        """Into ``bridge:dead:{queue}`` with the reason."""
+        self._park(self._held_in(delivery), delivery.queue, delivery.body, reason)
+
+    def _park(self, processing: str, queue: str, body: bytes, reason: str) -> None:
+        log.warning("dead-lettering a message of %s: %s", queue, reason)
+        self.layout.park(processing, queue, body, reason)
+
+    def _held_in(self, delivery: Delivery) -> str:
+        if isinstance(delivery.tag, str):
+            return delivery.tag
+        return self.layout.processing_key(delivery.queue)
+
+    # ------------------------------------------------------------ upkeep
+
+    def maintain(self) -> None:
+        """Heartbeat, move due delayed tasks, recover dead workers' messages (each when due)."""
+        self.layout.maintain()
+
+    def move_delayed(self) -> int:
+        """Move due delayed tasks to their queues now; returns how many."""
+        return self.layout.move_due()
+
+    def recover(self, queue: str | None = None) -> int:
+        """Give back to ``queue`` what its dead workers held; returns how many."""
+        return self.layout.recover(queue or self.default_queue)
+
+    def close(self) -> None:
+        """Give back what this worker still holds and close the connection."""
+        self._connection.release()  # type: ignore[no-untyped-call]
+
+    # ------------------------------------------------------------ inspection
+
+    def queue_depth(self, queue: str) -> int:
+        """Messages waiting in ``queue``."""
+        return self.layout.depth(queue)
+
+    def delayed_count(self) -> int:
+        """Tasks in the delayed ZSET."""
+        return self.layout.delayed_count()
+
+    def processing(self, queue: str) -> dict[str, int]:
+        """Messages held per worker of ``queue``."""
+        return self.layout.processing(queue)
+
+    def peek(self, queue: str, count: int) -> list[bytes]:
+        """The first ``count`` waiting messages, left in place."""
+        return self.layout.peek(queue, count)
+
+    def dead_letters(self, queue: str, start: int = 0, stop: int = -1) -> list[dict[str, Any]]:
+        """Dead-letter entries ``{"queue", "reason", "time", "body" | "body_b64"}``."""
+        return self.layout.dead_letters(queue, start, stop)
+
+    def replay_dead(self, queue: str, count: int = 0) -> int:
+        """Move ``count`` (0: all) dead letters back to ``queue``, raw bytes restored."""
+        return self.layout.replay_dead(queue, count)

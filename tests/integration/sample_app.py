@@ -1,0 +1,36 @@
+"""A Bridge app for worker subprocess tests (`mbridge worker -A tests.integration.sample_app`).
+
+Broker and backend come from $BRIDGE_TEST_REDIS; a short heartbeat TTL lets a killed
+worker's messages come back quickly.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from bridge.brokers.redis import RedisBroker
+
+from bridge.app import Bridge
+from bridge.backends.redis import RedisBackend
+from bridge.config import Config
+
+URL = os.environ.get("BRIDGE_TEST_REDIS", "redis://127.0.0.1:6379/0")
+QUEUE = os.environ.get("BRIDGE_TEST_QUEUE", "sample_tasks")
+config = Config(broker=URL, result_backend=URL, default_queue=QUEUE)
+app = Bridge(config, broker=RedisBroker(URL, config, heartbeat_ttl=2.0),
+             backend=RedisBackend(URL, config))
+
+
+@app.task("sleep_ms")
+def sleep_ms(ms: int) -> int:
+    time.sleep(ms / 1000)
+    return ms
+
+
+def square(value: int) -> int:
+    """Module-level so a process pool can run it."""
+    return value * value
+
+
+app.register("square", square)

@@ -1,0 +1,227 @@
+"""The worker against a real Redis: machinery's lifecycle, reliability and bad input."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from bridge import AsyncResult, RetryLater, Signature, TaskState, new_uuid
+from bridge.app import Bridge
+from bridge.backends.redis import RedisBackend
+from bridge.brokers.redis import RedisBroker
+from bridge.config import Config
+from bridge.result import TaskFailed
+from bridge.types import to_arg
+from bridge.worker import Worker, WorkerOptions
+
+Running = Callable[..., Bridge]
+
+
+@pytest.fixture
+def running(redis_url: str) -> Iterator[Running]:
+    """Start an app with its own queue and a worker thread; stopped after the test."""
+    started: list[tuple[Worker, threading.Thread, Bridge]] = []
+
+    def start(register: Callable[[Bridge], None] | None = None, **options: Any) -> Bridge:
+        queue = f"q_{uuid.uuid4().hex[:8]}"
+        config = Config(broker=redis_url, result_backend=redis_url, default_queue=queue)
+        app = Bridge(config, broker=RedisBroker(redis_url, config),
+                     backend=RedisBackend(redis_url, config))
+        if register:
+            register(app)
+        worker = Worker(app, WorkerOptions(poll_timeout=0.1, **options))
+        thread = threading.Thread(target=worker.run, daemon=True)
+        thread.start()
+        started.append((worker, thread, app))
+        return app
+
+    yield start
+    for worker, thread, app in started:
+        worker.stop()
+        thread.join(timeout=15)
+        app.close()
+
+
+def stored(app: Bridge, task_uuid: str) -> TaskState:
+    state = app.backend.get_state(task_uuid)
+    assert state is not None
+    return state
+
+
+def test_success_writes_states_as_go_and_returns_typed_values(running: Running) -> None:
+    def register(app: Bridge) -> None:
+        @app.task("add")
+        def add(*values: int) -> int:
+            return sum(values)
+
+        @app.task("pair")
+        def pair(a: int, b: list[str]) -> tuple[int, str]:
+            return a * 2, "".join(b)
+
+    app = running(register)
+    result = app.send_task("add", 1, 2, 39)
+    assert result.get(timeout=10) == 42
+    state = stored(app, result.task_uuid)
+    assert (state.task_name, state.state) == ("add", "SUCCESS")
+    assert state.created_at.year >= 2024  # CreatedAt kept from PENDING (Go's merge)
+    assert state.to_json().endswith(b',"Results":[{"Type":"int64","Value":42}],"Error":"",'
+                                    b'"CreatedAt":"' + state.to_json().split(b'"CreatedAt":"')[1])
+    assert app.send_task("pair", 4, ["a", "<b>"]).get(timeout=10) == (8, "a<b>")
+
+
+def test_retries_follow_fibonacci_and_retry_later(running: Running) -> None:
+    calls: list[float] = []
+
+    def register(app: Bridge) -> None:
+        @app.task("flaky")
+        def flaky() -> int:
+            calls.append(time.monotonic())
+            if len(calls) < 3:
+                raise ValueError("not yet")
+            return len(calls)
+
+        @app.task("later")
+        def later(key: str) -> int:
+            count = redis.Redis.from_url(app.config.broker).incr(key)
+            if count < 3:
+                raise RetryLater("wait", 0.2)
+            return int(count)
+
+    app = running(register)
+    result = app.send_task("flaky", retry_count=3)
+    assert result.get(timeout=15) == 3
+    gaps = [round(b - a) for a, b in itertools.pairwise(calls)]
+    assert gaps == [1, 2]  # RetryTimeout 0 → 1 s, then 2 s
+    assert app.send_task("later", f"k{uuid.uuid4().hex}").get(timeout=10) == 3
+
+
+def test_failure_on_error_and_on_success_callbacks(running: Running) -> None:
+    def register(app: Bridge) -> None:
+        @app.task("fail")
+        def fail(message: str) -> None:
+            raise RuntimeError(message)
+
+        @app.task("concat")
+        def concat(*parts: str) -> str:
+            return "|".join(parts)
+
+        @app.task("add")
+        def add(*values: int) -> int:
+            return sum(values)
+
+    app = running(register)
+    on_error = app.signature("concat", "handled")
+    on_error.uuid = new_uuid()  # the worker sends it: preset the UUID to wait on it
+    sig = app.signature("fail", "boom <&> é")
+    sig.on_error = [on_error]
+    with pytest.raises(TaskFailed, match="boom <&> é"):
+        app.send(sig).get(timeout=10)
+    assert AsyncResult(on_error.uuid, app.backend).get(timeout=10) == "boom <&> é|handled"
+    # machinery: the FINISHED task's Immutable decides whether its results are appended
+    chain = app.send_chain(app.signature("add", 1, 2), app.signature("add", 10, immutable=True),
+                           app.signature("concat", "fixed"))
+    assert chain.get(timeout=10) == "fixed"
+    assert chain.results[1].get(timeout=1) == 13
+
+
+def test_group_and_chord_callback_runs_once(running: Running) -> None:
+    counted: list[tuple[int, ...]] = []
+
+    def register(app: Bridge) -> None:
+        @app.task("add")
+        def add(*values: int) -> int:
+            return sum(values)
+
+        @app.task("collect")
+        def collect(*values: int) -> int:
+            counted.append(values)
+            return sum(values)
+
+    app = running(register, concurrency=8)
+    group = app.send_group(*(app.signature("add", i, i) for i in range(5)))
+    assert group.get(timeout=10) == [0, 2, 4, 6, 8]
+    chord = app.send_chord([app.signature("add", i, 1) for i in range(20)],
+                           app.signature("collect"))
+    assert chord.get(timeout=20) == sum(range(1, 21))
+    time.sleep(0.5)
+    assert counted == [tuple(range(1, 21))]  # once, results in member order
+
+
+def test_async_and_process_pool_tasks(running: Running) -> None:
+    from tests.integration.sample_app import square
+
+    def register(app: Bridge) -> None:
+        @app.task("aio")
+        async def aio(value: int) -> int:
+            import asyncio
+
+            await asyncio.sleep(0.01)
+            return value + 1
+
+        app.register("square", square)
+
+    threads = running(register)
+    assert threads.send_task("aio", 41).get(timeout=10) == 42
+    processes = running(register, pool="processes", concurrency=2)
+    assert [r.get(timeout=20) for r in [processes.send_task("square", i) for i in range(4)]] \
+        == [0, 1, 4, 9]
+
+
+def test_bad_input_is_parked_with_a_reason_and_the_worker_goes_on(running: Running) -> None:
+    def register(app: Bridge) -> None:
+        @app.task("add")
+        def add(*values: int) -> int:
+            return sum(values)
+
+        @app.task("small")
+        def small(value: int) -> int:
+            return value
+
+    app = running(register)
+    broker = app.broker
+    assert isinstance(broker, RedisBroker)
+    queue = app.config.default_queue
+    bad_args = Signature(uuid="task_badarg" + uuid.uuid4().hex, name="small",
+                         args=[to_arg(1)], headers={})
+    bad_args.args = [bad_args.args[0].__class__("", "int8", 300)]  # type: ignore[index]
+    broker.publish_raw(queue, [b"not json at all", b'{"UUID":"task_bad1","RetryCount":1.5}',
+                               bad_args.to_json()])
+    assert app.send_task("add", 2, 2).get(timeout=10) == 4  # the worker went on
+    deadline = time.time() + 10
+    while len(broker.dead_letters(queue, 0, -1)) < 3 and time.time() < deadline:
+        time.sleep(0.05)
+    reasons = [entry["reason"] for entry in broker.dead_letters(queue, 0, -1)]
+    assert len(reasons) == 3, reasons
+    assert any("undecodable" in r for r in reasons)
+    assert stored(app, "task_bad1").state == "FAILURE"  # UUID salvaged
+    failed = stored(app, bad_args.uuid)
+    assert failed.state == "FAILURE"
+    assert failed.error.startswith("Reflect task args error: ")
+    assert "300 is out of range for int8" in failed.error
+    assert broker.replay_dead(queue, 0) == 3  # operators can replay them
+
+
+def test_unregistered_tasks_back_off_and_are_not_lost(running: Running) -> None:
+    app = running()
+    result = app.send_task("nobody_has_this", 1)
+    ignored = app.signature("nobody_has_this_either")
+    ignored.ignore_when_task_not_registered = True
+    app.send(ignored)
+    time.sleep(2.5)
+    broker = app.broker
+    assert isinstance(broker, RedisBroker)
+    client = redis.Redis.from_url(app.config.broker)
+    where = [m for m in client.zrange(app.config.redis.delayed_tasks_key if app.config.redis
+                                      else "delayed_tasks", 0, -1)
+             if result.task_uuid.encode() in m]
+    where += [m for m in client.lrange(app.config.default_queue, 0, -1)
+              if result.task_uuid.encode() in m]
+    assert len(where) == 1  # back in the queue or waiting in the delayed set: not lost
+    assert stored(app, result.task_uuid).state in ("PENDING",)  # never run, never failed
