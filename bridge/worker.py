@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import signal
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -81,6 +82,40 @@ def _salvage_uuid(body: bytes) -> str:
     return ""
 
 
+_Job = tuple[Delivery, Signature, RegisteredTask, list[Any]]
+_Outcome = tuple[Delivery, Signature, "list[TaskResult] | BaseException"]
+
+
+class _TaskThreads:
+    """N daemon threads running jobs from a queue (lighter than an executor's futures:
+    outcomes go back through the worker's own queue)."""
+
+    def __init__(self, size: int, run: Callable[[_Job], None]) -> None:
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._run = run
+        self._threads = [threading.Thread(target=self._loop, name=f"bridge-task-{n}", daemon=True)
+                         for n in range(size)]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, job: _Job) -> None:
+        self._jobs.put(job)
+
+    def _loop(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            self._run(job)
+
+    def shutdown(self) -> None:
+        """Stop taking jobs; threads still in a task are left to finish on their own."""
+        while True:
+            try:
+                self._jobs.get_nowait()
+            except queue.Empty:
+                break
+        for _ in self._threads:
+            self._jobs.put(None)
+
+
 class Worker:
     """Consumes one queue and runs the app's registered tasks."""
 
@@ -93,16 +128,21 @@ class Worker:
         self.pre_task = pre_task
         self.post_task = post_task
         self.error_handler = error_handler
-        self._lock = threading.Condition()
+        self._lock = threading.Lock()
         self._held: dict[int, Delivery] = {}  # fetched, not yet acked / requeued / parked
-        self._to_ack: list[Delivery] = []
-        self._inflight = 0
+        self._inflight = 0  # held: fetched and not yet acked, requeued or parked
+        self._running = 0  # in a pool thread right now
         self._stopping = threading.Event()
         self._signals = 0
         self._unregistered: OrderedDict[str, int] = OrderedDict()
         self._process_pool: Executor | None = None
+        self._done: queue.SimpleQueue[_Outcome] = queue.SimpleQueue()
+        self._acks: list[Delivery] = []  # done; acknowledged with the next fetch
 
     # ------------------------------------------------------------------ consuming
+    # The loop owns every broker and backend call, in batches: fetch what fits, write
+    # RECEIVED+STARTED for the whole batch in one pipeline, hand the functions to the pool,
+    # then write the finished ones' states in one pipeline and ack them in one more.
 
     def run(self) -> int:
         """Consume until stopped (SIGTERM/SIGINT, or ``stop()``); returns the exit status 0."""
@@ -115,21 +155,29 @@ class Worker:
         broker = self.app.broker
         log.info("worker consuming %s with %d %s", self.queue, opts.concurrency, opts.pool)
         next_upkeep = 0.0
-        pool = ThreadPoolExecutor(opts.concurrency, thread_name_prefix="bridge-task")
+        pool = _TaskThreads(opts.concurrency, self._run)
+        wait = 0.0
         while not self._stopping.is_set():
             if time.monotonic() >= next_upkeep:
                 broker.maintain()
                 next_upkeep = time.monotonic() + opts.maintain_interval
-            self._flush_acks()
-            free = self._wait_for_slot()
-            if not free:
-                continue
-            for delivery in broker.fetch(self.queue, free, opts.poll_timeout):
-                self._hold(delivery)
-                pool.submit(self._handle, delivery)
+            finished = self._collect(wait)
+            # fetch for idle threads only, so a task is STARTED when a thread runs it; the
+            # last batch's acks ride along, and a finished batch is written with the new one
+            free = opts.concurrency - self._running
+            deliveries: list[Delivery] = []
+            if free > 0:
+                idle = not self._inflight and not finished
+                deliveries = broker.fetch(self.queue, free, opts.poll_timeout if idle else 0.0,
+                                          ack=self._take_acks())
+            elif self._acks:
+                broker.ack(self._take_acks())
+            self._step(finished, deliveries, pool)
+            busy = bool(deliveries or finished)
+            wait = 0.0 if busy or not self._inflight else (0.1 if free <= 0 else 0.02)
         self._drain()
         # tasks still running past graceful_timeout were returned to the queue: don't wait
-        pool.shutdown(wait=False, cancel_futures=True)
+        pool.shutdown()
         if self._process_pool is not None:
             self._process_pool.shutdown(wait=False, cancel_futures=True)
         log.info("worker stopped")
@@ -143,8 +191,6 @@ class Worker:
     def stop(self) -> None:
         """Stop fetching; in-flight tasks finish (up to graceful_timeout)."""
         self._stopping.set()
-        with self._lock:
-            self._lock.notify_all()
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self._signals += 1
@@ -157,40 +203,14 @@ class Worker:
         self._return_held()
         os._exit(0)
 
-    def _wait_for_slot(self) -> int:
-        with self._lock:
-            free = self.options.concurrency - self._inflight
-            if free <= 0:
-                self._lock.wait(0.1)
-                free = self.options.concurrency - self._inflight
-            return max(free, 0) if not self._stopping.is_set() else 0
-
-    def _hold(self, delivery: Delivery) -> None:
-        with self._lock:
-            self._held[id(delivery)] = delivery
-            self._inflight += 1
-
-    def _release(self, delivery: Delivery, ack: bool) -> None:
-        with self._lock:
-            held = self._held.pop(id(delivery), None)
-            if ack and held is not None:  # None: already returned to the queue on shutdown
-                self._to_ack.append(delivery)
-            self._inflight -= 1
-            self._lock.notify_all()
-
-    def _flush_acks(self) -> None:
-        with self._lock:
-            batch, self._to_ack = self._to_ack, []
-        if batch:
-            self.app.broker.ack(batch)
-
     def _drain(self) -> None:
-        """After stop: wait for running tasks up to graceful_timeout, then return the rest."""
+        """After stop: finish running tasks up to graceful_timeout, then return the rest."""
         deadline = time.monotonic() + self.options.graceful_timeout
-        with self._lock:
-            while self._inflight and time.monotonic() < deadline:
-                self._lock.wait(0.1)
-        self._flush_acks()
+        while self._running and time.monotonic() < deadline:
+            self._step(self._collect(0.1), [], None)
+        self._step(self._collect(0.0), [], None)
+        if self._acks:
+            self.app.broker.ack(self._take_acks())
         if self._held:
             log.warning("graceful timeout: returning %d unfinished messages", len(self._held))
             self._return_held()
@@ -199,72 +219,120 @@ class Worker:
         with self._lock:
             held = list(self._held.values())
             self._held.clear()
-            batch, self._to_ack = self._to_ack, []
         broker = self.app.broker
-        if batch:
-            broker.ack(batch)
+        if self._acks:
+            broker.ack(self._take_acks())
         for delivery in held:
             try:
                 broker.requeue(delivery)
             except Exception:  # the heartbeat recovery will bring it back
                 log.exception("could not return a message to %s", delivery.queue)
 
-    def _handle(self, delivery: Delivery) -> None:
-        ack = True
-        try:
-            ack = self.process(delivery)
-        except Exception:
-            log.exception("unexpected error processing a message from %s; parking it",
-                          delivery.queue)
+    def _hold(self, delivery: Delivery) -> None:
+        with self._lock:
+            self._held[id(delivery)] = delivery
+            self._inflight += 1
+
+    def _release(self, delivery: Delivery) -> bool:
+        """Done with a message; False when a shutdown already returned it to the queue."""
+        with self._lock:
+            self._inflight -= 1
+            return self._held.pop(id(delivery), None) is not None
+
+    # ------------------------------------------------------------------ starting a batch
+
+    def _step(self, finished: list[_Outcome], deliveries: list[Delivery],
+              pool: _TaskThreads | None) -> None:
+        """One batch: finished tasks' SUCCESS states and the new tasks' RECEIVED/STARTED in
+        one backend write; then callbacks and acks for the finished, and the new ones run."""
+        states = [new_state(sig, SUCCESS, out) for _, sig, out in finished
+                  if isinstance(out, list)]
+        runnable: list[_Job] = []
+        rejected: list[tuple[Delivery, Signature, BridgeError]] = []
+        for delivery in deliveries:
+            self._hold(delivery)
             try:
-                self.app.broker.dead_letter(delivery, "worker error (see worker log)")
+                prepared = self._prepare(delivery)
             except Exception:
-                log.exception("could not park the message; it stays held for recovery")
-            ack = False
-        finally:
-            self._release(delivery, ack)
+                log.exception("could not prepare a message of %s", delivery.queue)
+                self._park(delivery, "worker error (see worker log)")
+                continue
+            if prepared is None:
+                continue
+            sig, task, values = prepared
+            if isinstance(values, BridgeError):
+                error = f"Reflect task args error: {values}"
+                states += [new_state(sig, RECEIVED), new_state(sig, FAILURE, error=error)]
+                rejected.append((delivery, sig, values))
+            else:
+                states += [new_state(sig, RECEIVED), new_state(sig, STARTED)]
+                runnable.append((delivery, sig, task, values))
+        if states:
+            try:
+                self.app.backend.set_states(states)
+            except Exception:
+                log.exception("could not write %d states; the messages go back to the queue",
+                              len(states))
+                self._give_back([f[0] for f in finished if isinstance(f[2], list)]
+                                + [r[0] for r in rejected] + [j[0] for j in runnable])
+                finished = [f for f in finished if not isinstance(f[2], list)]
+                rejected, runnable = [], []
+        for delivery, sig, exc in rejected:
+            error = f"Reflect task args error: {exc}"
+            log.error("task %s (%s): %s; message parked", sig.uuid, sig.name, error)
+            self._on_failure(sig, error, exc, state_written=True)
+            self._park(delivery, error)
+        for delivery, sig, outcome in finished:
+            self._after(delivery, sig, outcome)
+        for job in runnable:
+            if pool is None:  # shutting down: nothing new starts
+                self._give_back([job[0]])
+                continue
+            with self._lock:
+                self._running += 1
+            pool.submit(job)
 
-    # ------------------------------------------------------------------ one message
+    def _give_back(self, deliveries: list[Delivery]) -> None:
+        for delivery in deliveries:
+            if self._release(delivery):
+                self._requeue_safely(delivery)
 
-    def process(self, delivery: Delivery) -> bool:
-        """Run one message through machinery's lifecycle; True when it should be acked."""
-        app, backend, broker = self.app, self.app.backend, self.app.broker
+    def _take_acks(self) -> list[Delivery]:
+        acks, self._acks = self._acks, []
+        return acks
+
+    def _prepare(self, delivery: Delivery) -> tuple[Signature, RegisteredTask,
+                                                    list[Any] | BridgeError] | None:
+        """The message's signature, task and typed args (or why the args are bad);
+        None when the message was dealt with here (undecodable, unregistered)."""
         try:
             sig = Signature.from_json(delivery.body)
         except DecodeError as exc:
             self._park_undecodable(delivery, exc)
-            return False
-        task = app.tasks.get(sig.name)
+            return None
+        task = self.app.tasks.get(sig.name)
         if task is None:
-            return self._unregistered_task(delivery, sig)
+            self._unregistered_task(delivery, sig)
+            return None
         self._unregistered.pop(sig.uuid, None)
         try:
-            values = task.python_args(sig.args)
+            return sig, task, task.python_args(sig.args)
         except BridgeError as exc:
-            error = f"Reflect task args error: {exc}"
-            backend.set_states([new_state(sig, RECEIVED), new_state(sig, FAILURE, error=error)])
-            log.error("task %s (%s): %s; message parked", sig.uuid, sig.name, error)
-            self._on_failure(sig, error, exc, state_written=True)
-            broker.dead_letter(delivery, error)
-            return False
-        backend.set_states([new_state(sig, RECEIVED), new_state(sig, STARTED)])
-        if self.pre_task is not None:
-            self.pre_task(sig)
+            return sig, task, exc
+
+    def _run(self, job: _Job) -> None:
+        """In a pool thread: the pre-task hook and the function, nothing else."""
+        delivery, sig, task, values = job
+        outcome: list[TaskResult] | BaseException
         try:
-            results = self._call(task, values)
-        except RetryLater as exc:
-            self._retry_in(sig, exc.delay, str(exc))
-        except Exception as exc:
-            if sig.retry_count > 0:
-                self._retry(sig, exc)
-            else:
-                self._on_failure(sig, _error_text(exc), exc)
-        else:
-            self._on_success(sig, results)
-        finally:
-            if self.post_task is not None:
-                self.post_task(sig)
-        return True
+            if self.pre_task is not None:
+                self.pre_task(sig)
+            outcome = self._call(task, values)
+        except BaseException as exc:  # reported, never lost: the loop decides what follows
+            outcome = exc
+        with self._lock:
+            self._running -= 1
+        self._done.put((delivery, sig, outcome))
 
     def _call(self, task: RegisteredTask, values: list[Any]) -> list[TaskResult]:
         if self._process_pool is not None and not task.is_async:
@@ -272,6 +340,64 @@ class Worker:
         else:
             returned = task.call(values)
         return task.results(returned)
+
+    # ------------------------------------------------------------------ finishing
+
+    def _collect(self, wait: float) -> list[_Outcome]:
+        """Outcomes of tasks that ended, waiting up to ``wait`` s for the first."""
+        try:
+            first = self._done.get(timeout=wait) if wait else self._done.get_nowait()
+        except queue.Empty:
+            return []
+        finished = [first]
+        while True:
+            try:
+                finished.append(self._done.get_nowait())
+            except queue.Empty:
+                return finished
+
+    def _after(self, delivery: Delivery, sig: Signature,
+               outcome: list[TaskResult] | BaseException) -> None:
+        """Callbacks, chord, retry or failure once the outcome is known; then ack."""
+        try:
+            if isinstance(outcome, list):
+                self._after_success(sig, outcome)
+            else:
+                self._after_error(sig, outcome)
+            if self.post_task is not None:
+                self.post_task(sig)
+        except Exception:
+            log.exception("task %s (%s): error after it ran; parking the message",
+                          sig.uuid, sig.name)
+            self._park(delivery, "worker error after the task ran (see worker log)")
+            return
+        if self._release(delivery):
+            self._acks.append(delivery)
+
+    def _after_error(self, sig: Signature, exc: BaseException) -> None:
+        if isinstance(exc, RetryLater):
+            self._retry_in(sig, exc.delay, str(exc))
+        elif not isinstance(exc, Exception):
+            raise exc  # KeyboardInterrupt, SystemExit in a task: not a task error
+        elif sig.retry_count > 0:
+            self._retry(sig, exc)
+        else:
+            self._on_failure(sig, _error_text(exc), exc)
+
+    def _park(self, delivery: Delivery, reason: str) -> None:
+        """Dead-letter a held message (it stays held for recovery if even that fails)."""
+        try:
+            self.app.broker.dead_letter(delivery, reason)
+        except Exception:
+            log.exception("could not park a message of %s; it stays held", delivery.queue)
+            return
+        self._release(delivery)
+
+    def _requeue_safely(self, delivery: Delivery, delay: float = 0.0) -> None:
+        try:
+            self.app.broker.requeue(delivery, delay)
+        except Exception:
+            log.exception("could not return a message to %s; recovery will", delivery.queue)
 
     def _park_undecodable(self, delivery: Delivery, exc: DecodeError) -> None:
         reason = f"undecodable message: {exc}"
@@ -281,13 +407,15 @@ class Worker:
                 new_state(Signature(uuid=uuid), FAILURE, error=reason))
         log.error("queue %s: %s (task %s); parked in dead letters", delivery.queue, reason,
                   uuid or "uuid unknown")
-        self.app.broker.dead_letter(delivery, reason)
+        self._park(delivery, reason)
 
-    def _unregistered_task(self, delivery: Delivery, sig: Signature) -> bool:
+    def _unregistered_task(self, delivery: Delivery, sig: Signature) -> None:
         if sig.ignore_when_task_not_registered:
             log.warning("task %s (%s) is not registered and asks to be ignored: dropped",
                         sig.uuid, sig.name)
-            return True
+            if self._release(delivery):
+                self.app.broker.ack([delivery])
+            return
         attempts = self._unregistered.pop(sig.uuid, 0) + 1
         self._unregistered[sig.uuid] = attempts
         while len(self._unregistered) > 10_000:
@@ -295,14 +423,13 @@ class Worker:
         delay = min(self.options.max_unregistered_backoff, 2.0 ** (attempts - 1))
         log.warning("task %s (%s) is not registered with this worker: back to %s in %.0fs",
                     sig.uuid, sig.name, delivery.queue, delay)
-        self.app.broker.requeue(delivery, delay)
-        return False
+        self._requeue_safely(delivery, delay)
+        self._release(delivery)
 
     # ------------------------------------------------------------------ outcomes
 
-    def _on_success(self, sig: Signature, results: list[TaskResult]) -> None:
-        backend = self.app.backend
-        backend.set_state(new_state(sig, SUCCESS, results))
+    def _after_success(self, sig: Signature, results: list[TaskResult]) -> None:
+        """Callbacks and the chord, once the SUCCESS state is stored."""
         log.debug("processed task %s; results = %s", sig.uuid, results)
         for callback in sig.on_success or ():
             if callback is None:

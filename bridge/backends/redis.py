@@ -87,6 +87,60 @@ end
 return current
 """
 
+# Merge without a read round trip: stored states are Go's bytes, so TaskName and CreatedAt
+# are plain tokens at known places; copy them into the new bytes (ARGV[1] .. name ..
+# ARGV[2] .. created .. ARGV[3]) and SET EX ARGV[4]. A stored value that is not in that
+# simple shape (escapes in the name, another writer's layout) is returned unwritten:
+# the caller merges it the careful way (decode + compare-and-set).
+_SPLICE_SCRIPT = """
+local current = redis.call('GET', KEYS[1])
+local name, created = '""', '"0001-01-01T00:00:00Z"'
+if current then
+  name = string.match(current, '^{"TaskUUID":"[^"\\\\]*","TaskName":("[^"\\\\]*"),"State":')
+  created = string.match(current, ',"CreatedAt":("[^"\\\\]*"),"TTL":%-?%d+}$')
+  if name == nil or created == nil then
+    return current
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1] .. name .. ARGV[2] .. created .. ARGV[3], 'EX', ARGV[4])
+return 1
+"""
+
+# The same for many keys in one call: KEYS[i] with ARGV[4i-2..4i+1] = mode ('P': PENDING,
+# written fresh from the first part; 'M': merged), head, mid, tail; ARGV[1] = TTL. Returns
+# per key 1 (written) or what is stored (not Go-shaped: merge it carefully).
+_SPLICE_MANY_SCRIPT = """
+local ttl = ARGV[1]
+local out = {}
+for i, key in ipairs(KEYS) do
+  local at = 4 * i - 2
+  if ARGV[at] == 'P' then
+    redis.call('SET', key, ARGV[at + 1], 'EX', ttl)
+    out[i] = 1
+  else
+    local current = redis.call('GET', key)
+    local name, created = '""', '"0001-01-01T00:00:00Z"'
+    if current then
+      name = string.match(current, '^{"TaskUUID":"[^"\\\\]*","TaskName":("[^"\\\\]*"),"State":')
+      created = string.match(current, ',"CreatedAt":("[^"\\\\]*"),"TTL":%-?%d+}$')
+    end
+    if current and (name == nil or created == nil) then
+      out[i] = current
+    else
+      redis.call('SET', key, ARGV[at + 1] .. name .. ARGV[at + 2] .. created .. ARGV[at + 3],
+                 'EX', ttl)
+      out[i] = 1
+    end
+  end
+end
+return out
+"""
+
+def _splice_parts(state: TaskState) -> tuple[bytes, bytes, bytes]:
+    """The new state's bytes around its TaskName and CreatedAt values (Redis fills them in)."""
+    return state.to_json_parts()
+
+
 # redsync's deleteScript: delete the lock only if it still holds our value.
 _UNLOCK_SCRIPT = """
 if redis.call("GET", KEYS[1]) == ARGV[1] then
@@ -276,6 +330,9 @@ class RedisBackend(Backend):
         self._client: RedisClient = client if client is not None else connect(url, cfg.redis)
         self._cluster = isinstance(self._client, redis.cluster.RedisCluster)
         self._cas_script: Script = self._client.register_script(_CAS_SCRIPT)
+        self._splice_script: Script = self._client.register_script(_SPLICE_SCRIPT)
+        self._splice_many_script: Script = self._client.register_script(_SPLICE_MANY_SCRIPT)
+        self._splice_loaded = False
         self._cas_loaded = False
         self._cache = _MergeCache()
         self.chord_mutex = RedsyncMutex(self._client, CHORD_MUTEX_KEY, chord_lock_policy)
@@ -304,31 +361,67 @@ class RedisBackend(Backend):
             data = state.to_json()
             self._client.set(state.task_uuid, data, ex=self.ttl)
             self._remember(state, data)
-        else:
-            self._write_merged(state, self._cache.get(state.task_uuid))
+            return
+        if not self._cluster:
+            reply = self._splice_script(keys=[state.task_uuid],
+                                        args=[*_splice_parts(state), self.ttl])
+            if reply == 1:
+                self._after_splice(state)
+                return
+            self._write_merged(state, _stored(reply))  # not Go-shaped: merge carefully
+            return
+        self._write_merged(state, self._cache.get(state.task_uuid))
 
     def set_states(self, states: Sequence[TaskState]) -> None:
-        """Store several states: at most one pipelined GET and one pipelined write."""
-        if self._cluster or len(states) < 2:  # cluster pipelines refuse EVALSHA
+        """Store several states with a few commands; merges happen in Redis (no read first).
+
+        States go in waves: wave k holds the k-th state of each task, so one task's
+        states are written in order, each by its own command (a reader can see each).
+        """
+        if self._cluster or len(states) < 2:  # cluster scripts must stay within one slot
             super().set_states(states)
             return
-        known = self._known_before(states)
-        self._ensure_cas_loaded()
-        pipe = self._client.pipeline(transaction=False)
-        planned: list[tuple[TaskState, TaskState, bytes]] = []
+        waves: list[list[TaskState]] = []
+        depth: dict[str, int] = {}
         for state in states:
-            stored = known.get(state.task_uuid, _ABSENT)
-            final = state if state.state == PENDING else _merge(state, stored)
-            data = final.to_json()
-            if state.state == PENDING:
-                pipe.set(state.task_uuid, data, ex=self.ttl)
-            else:
-                pipe.evalsha(self._cas_script.sha, 1, state.task_uuid, stored.token, data,
-                             self.ttl)
-            known[state.task_uuid] = _written(final, data)
-            planned.append((state, final, data))
+            level = depth.get(state.task_uuid, 0)
+            depth[state.task_uuid] = level + 1
+            if level == len(waves):
+                waves.append([])
+            waves[level].append(state)
+        if not self._splice_loaded:
+            self._client.script_load(_SPLICE_MANY_SCRIPT)
+            self._splice_loaded = True
+        pipe = self._client.pipeline(transaction=False)
+        for wave in waves:
+            args: list[Any] = [self.ttl]
+            for state in wave:
+                if state.state == PENDING:
+                    args += ["P", state.to_json(), "", ""]
+                else:
+                    args += ["M", *_splice_parts(state)]
+            pipe.evalsha(self._splice_many_script.sha, len(wave),
+                         *(s.task_uuid for s in wave), *args)
         replies = pipe.execute(raise_on_error=False)
-        self._finish_batch(planned, replies)
+        redo: set[str] = set()
+        for wave, reply in zip(waves, replies, strict=True):
+            if isinstance(reply, Exception):
+                if isinstance(reply, redis.exceptions.NoScriptError):
+                    self._splice_loaded = False
+                redo.update(s.task_uuid for s in wave)
+                continue
+            for state, written in zip(wave, reply, strict=True):
+                if written != 1:
+                    redo.add(state.task_uuid)
+                else:
+                    self._after_splice(state)
+        for state in states:  # the careful way, in order, for the few that need it
+            if state.task_uuid in redo:
+                self.set_state(state)
+
+    def _after_splice(self, state: TaskState) -> None:
+        """The merged bytes were made in Redis: this process no longer knows them."""
+        self._cache.drop(state.task_uuid)
 
     def get_state(self, task_uuid: str) -> TaskState | None:
         raw = self._get(task_uuid)

@@ -43,9 +43,11 @@ class Broker(ABC):
         raise NotImplementedError
 
     @abstractmethod
-    def fetch(self, queue: str, max_count: int, timeout: float) -> list[Delivery]:
+    def fetch(self, queue: str, max_count: int, timeout: float,
+              ack: Sequence[Delivery] = ()) -> list[Delivery]:
         """Take up to ``max_count`` messages, waiting up to ``timeout`` s for the first.
 
+        ``ack`` are acknowledged first (in the same round trip where the broker can).
         Fetched messages stay owned by this worker (a crash returns them to the
         queue) until ``ack``, ``requeue`` or ``dead_letter``.
         """

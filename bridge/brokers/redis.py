@@ -331,10 +331,17 @@ class RedisBroker(Broker):
 
     # ------------------------------------------------------------ consuming
 
-    def fetch(self, queue: str, max_count: int, timeout: float) -> list[Delivery]:
-        """Up to ``max_count`` messages; oversized ones are dead-lettered, not returned."""
-        bodies = self.layout.take(queue, max_count, timeout)
+    def fetch(self, queue: str, max_count: int, timeout: float,
+              ack: Sequence[Delivery] = ()) -> list[Delivery]:
+        """Up to ``max_count`` messages; oversized ones are dead-lettered, not returned.
+
+        ``ack`` is acknowledged first, in the same round trip for messages of this queue.
+        """
         processing = self.layout.processing_key(queue)
+        same = [d.body for d in ack if self._held_in(d) == processing]
+        if len(same) < len(ack):
+            self.ack([d for d in ack if self._held_in(d) != processing])
+        bodies = self.layout.take(queue, max_count, timeout, same)
         deliveries = []
         for body in bodies:
             if len(body) > self.max_message_bytes:

@@ -58,8 +58,12 @@ REPLAY_BATCH = 500
 # ------------------------------------------------------------------------------ Lua scripts
 
 TAKE = """
--- Reliable batch fetch: move up to ARGV[1] messages from the head of the queue KEYS[1] to the
--- tail of this worker's processing list KEYS[2], in order; return them.
+-- Reliable batch fetch: first forget the held messages ARGV[2..] (acks, LREM from the
+-- processing list KEYS[2]), then move up to ARGV[1] messages from the head of the queue
+-- KEYS[1] to the tail of KEYS[2], in order; return them.
+for i = 2, #ARGV do
+  redis.call('LREM', KEYS[2], 1, ARGV[i])
+end
 local n = tonumber(ARGV[1])
 if n < 1 then return {} end
 local items = redis.call('LRANGE', KEYS[1], 0, n - 1)
@@ -69,6 +73,15 @@ for i = 1, #items, 1000 do
   redis.call('RPUSH', KEYS[2], unpack(items, i, math.min(i + 999, #items)))
 end
 return items
+"""
+
+ACK = """
+-- Forget held messages: LREM each ARGV from the processing list KEYS[1] (a batch in one call).
+local n = 0
+for i = 1, #ARGV do
+  n = n + redis.call('LREM', KEYS[1], 1, ARGV[i])
+end
+return n
 """
 
 MOVE_OUT = """
@@ -239,6 +252,7 @@ class Scripts:
 
     def __init__(self, client: RedisClient) -> None:
         self.take: Script = client.register_script(TAKE)
+        self.ack: Script = client.register_script(ACK)
         self.move_out: Script = client.register_script(MOVE_OUT)
         self.recover: Script = client.register_script(RECOVER)
         self.move_due: Script = client.register_script(MOVE_DUE)
@@ -412,17 +426,21 @@ class RedisLayout:
             key = self._processing[queue] = QueueKeys.of(queue).processing(self.worker_id)
         return key
 
-    def take(self, queue: str, count: int, timeout: float) -> list[bytes]:
+    def take(self, queue: str, count: int, timeout: float,
+             acks: Sequence[bytes] = ()) -> list[bytes]:
         """Move up to ``count`` messages to this worker's processing list, waiting for the first.
 
-        One round trip when messages are waiting; else BLMOVE (blocking up to ``timeout``)
-        and one more script call for the rest.
+        ``acks`` (bodies held from this queue) are forgotten first, in the same call. One
+        round trip when messages are waiting; else BLMOVE (blocking up to ``timeout``) and
+        one more script call for the rest.
         """
-        if count < 1:
-            return []
         self.consume(queue)
         processing = self.processing_key(queue)
-        items = self._take_now(queue, processing, count)
+        if count < 1:
+            if acks:
+                self.ack((processing, body) for body in acks)
+            return []
+        items = self._take_now(queue, processing, count, acks)
         if items or timeout <= 0:
             return items
         first = self._block(queue, processing, timeout)
@@ -430,10 +448,12 @@ class RedisLayout:
             return []
         return [first, *self._take_now(queue, processing, count - 1)]
 
-    def _take_now(self, queue: str, processing: str, count: int) -> list[bytes]:
+    def _take_now(self, queue: str, processing: str, count: int,
+                  acks: Sequence[bytes] = ()) -> list[bytes]:
         if count < 1:
             return []
-        return cast("list[bytes]", self.scripts.take(keys=[queue, processing], args=[count]))
+        return cast("list[bytes]", self.scripts.take(keys=[queue, processing],
+                                                     args=[count, *acks]))
 
     def _block(self, queue: str, processing: str, timeout: float) -> bytes | None:
         """BLMOVE in slices shorter than the socket timeout."""
@@ -449,10 +469,18 @@ class RedisLayout:
                 return cast(bytes, item)
 
     def ack(self, held: Iterable[tuple[str, bytes]]) -> None:
-        """Forget messages: LREM each ``(processing_key, body)``, one pipeline."""
-        pipe = self.client.pipeline(transaction=False)
+        """Forget messages: LREM each ``(processing_key, body)``; one command per list."""
+        by_list: dict[str, list[bytes]] = {}
         for processing, body in held:
-            pipe.lrem(processing, 1, body)  # type: ignore[arg-type]
+            by_list.setdefault(processing, []).append(body)
+        if len(by_list) == 1 and not self.cluster:
+            ((processing, bodies),) = by_list.items()
+            self.scripts.ack(keys=[processing], args=bodies)
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for processing, bodies in by_list.items():
+            for body in bodies:
+                pipe.lrem(processing, 1, body)  # type: ignore[arg-type]
         pipe.execute()
 
     def put_back(self, processing: str, queue: str, body: bytes, *, head: bool) -> bool:

@@ -106,6 +106,8 @@ GO_ZERO_TIME = GoTime(1, 1, 1, tzinfo=UTC)
 
 def format_rfc3339(dt: datetime) -> str:
     """What Go's ``time.Time.MarshalJSON`` writes, without the quotes."""
+    if dt is GO_ZERO_TIME:
+        return "0001-01-01T00:00:00Z"
     offset = dt.utcoffset()
     if offset is None:
         raise EncodeError(f"time {dt.isoformat()} has no offset: Go times always carry one")

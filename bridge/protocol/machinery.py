@@ -368,10 +368,18 @@ class TaskState(_GoStruct):
         return self.state == FAILURE
 
     def _write(self, out: list[str]) -> None:
+        self._write_head(out)
+        _str(out, self.task_name, "TaskState.TaskName")
+        self._write_middle(out)
+        _time(out, self.created_at)
+        self._write_tail(out)
+
+    def _write_head(self, out: list[str]) -> None:
         out.append('{"TaskUUID":')
         _str(out, self.task_uuid, "TaskState.TaskUUID")
         out.append(',"TaskName":')
-        _str(out, self.task_name, "TaskState.TaskName")
+
+    def _write_middle(self, out: list[str]) -> None:
         out.append(',"State":')
         _str(out, self.state, "TaskState.State")
         out.append(',"Results":')
@@ -379,10 +387,24 @@ class TaskState(_GoStruct):
         out.append(',"Error":')
         _str(out, self.error, "TaskState.Error")
         out.append(',"CreatedAt":')
-        _time(out, self.created_at)
+
+    def _write_tail(self, out: list[str]) -> None:
         out.append(',"TTL":')
         _int(out, self.ttl, "TaskState.TTL")
         out.append("}")
+
+    def to_json_parts(self) -> tuple[bytes, bytes, bytes]:
+        """Go's bytes split around the TaskName and CreatedAt values.
+
+        ``head + name + middle + created + tail`` is the JSON of this state with another
+        TaskName and CreatedAt: how a backend merges them in place (Go's mergeNewTaskState).
+        """
+        parts: tuple[list[str], list[str], list[str]] = ([], [], [])
+        self._write_head(parts[0])
+        self._write_middle(parts[1])
+        self._write_tail(parts[2])
+        return ("".join(parts[0]).encode(), "".join(parts[1]).encode(),
+                "".join(parts[2]).encode())
 
 
 @dataclass(slots=True, eq=True)

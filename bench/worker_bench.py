@@ -1,0 +1,218 @@
+"""Worker benchmark: our worker vs Go machinery v2 vs Celery 5, one Redis, same run.
+
+For each contender the queue is filled with N no-op tasks (states written as each
+system writes them: machinery's PENDING/RECEIVED/STARTED/SUCCESS, Celery's result
+meta), then a worker starts; throughput is N over the time from its first take to the
+last completed state. Also: producer throughput (single and batched) and p50/p99
+round-trip latency of one task. Prints a table and ratios.
+
+Run (after `bash .ci/setup`): ``python -m bench.worker_bench --tasks 20000 --celery-tasks 3000``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from bridge.app import Bridge
+from bridge.config import Config
+from bridge.localredis import local_redis
+
+ROOT = Path(__file__).resolve().parent.parent
+HARNESS = ROOT / "compat_fixtures" / "bin" / "harness-v2"
+
+
+def wait_done(client: redis.Redis, queue: str, keys: Sequence[str], state_field: bytes,
+              timeout: float) -> tuple[float, float]:
+    """(first take, last completion) times: the queue shrinking, then every key done."""
+    start = time.monotonic()
+    first = None
+    total = client.llen(queue)
+    remaining = list(keys)
+    while remaining:
+        if time.monotonic() - start > timeout:
+            raise TimeoutError(f"{len(remaining)} of {len(keys)} tasks not done")
+        if first is None and client.llen(queue) < total:
+            first = time.monotonic()
+        values = client.mget(remaining[:5000])
+        done = sum(1 for v in values if v is not None and state_field in v)
+        if done == len(values):
+            remaining = remaining[len(values):]
+            continue
+        time.sleep(0.02 if first is None else 0.05)
+    end = time.monotonic()
+    return first or start, end
+
+
+def start(cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def machinery_run(url: str, n: int, cmd: Callable[[str], list[str]], env: dict[str, str],
+                  client: redis.Redis) -> float:
+    """Fill a fresh queue with N machinery no-op tasks, start a worker, return tasks/s."""
+    client.flushdb()
+    queue = f"bench_{uuid.uuid4().hex[:6]}"
+    app = Bridge(Config(broker=url, result_backend=url, default_queue=queue))
+    results = []
+    for offset in range(0, n, 5000):
+        batch = [app.signature("noop") for _ in range(min(5000, n - offset))]
+        results += app.send_batch(batch)
+    proc = start(cmd(queue), {**env, "BENCH_QUEUE": queue})
+    try:
+        first, last = wait_done(client, queue, [r.task_uuid for r in results],
+                                b'"State":"SUCCESS"', timeout=600)
+    finally:
+        stop(proc)
+        app.close()
+    return n / (last - first)
+
+
+def celery_run(url: str, n: int, pool: str, concurrency: int, env: dict[str, str],
+               client: redis.Redis) -> float:
+    """The same for a Celery worker (acks_late) on Celery's own queue and result keys."""
+    client.flushdb()
+    queue = f"bench_{uuid.uuid4().hex[:6]}"
+    env = {**env, "BENCH_QUEUE": queue, "BENCH_CELERY": "1"}
+    ids = celery_publish(url, queue, n, env)
+    cmd = [sys.executable, "-m", "celery", "-A", "bench.bench_apps:celery_app", "worker",
+           "-P", pool, "-c", str(concurrency), "-Q", queue, "-l", "warning",
+           "--without-gossip", "--without-mingle", "--without-heartbeat"]
+    proc = start(cmd, env)
+    try:
+        first, last = wait_done(client, queue, [f"celery-task-meta-{i}" for i in ids],
+                                b'"status": "SUCCESS"', timeout=900)
+    finally:
+        stop(proc)
+    return n / (last - first)
+
+
+def celery_publish(url: str, queue: str, n: int, env: dict[str, str]) -> list[str]:
+    code = ("import sys; from bench.bench_apps import celery_app as a; "
+            "t = a.tasks['noop']; "
+            "[print(t.apply_async(queue=sys.argv[1]).id) for _ in range(int(sys.argv[2]))]")
+    out = subprocess.run([sys.executable, "-c", code, queue, str(n)], env=env, cwd=ROOT,
+                         capture_output=True, text=True, check=True).stdout
+    return out.split()
+
+
+def producer_rates(url: str, n: int) -> dict[str, float]:
+    """Tasks/s a producer publishes (with PENDING states), one by one and batched."""
+    rates = {}
+    app = Bridge(Config(broker=url, result_backend=url, default_queue="produce_bench"))
+    began = time.monotonic()
+    for _ in range(n):
+        app.send(app.signature("noop"))
+    rates["bridge send (one by one)"] = n / (time.monotonic() - began)
+    began = time.monotonic()
+    app.send_batch([app.signature("noop") for _ in range(n)])
+    rates["bridge send_batch"] = n / (time.monotonic() - began)
+    app.close()
+    for label, extra in (("Go machinery SendTask", []), ("Go machinery SendTask x64", ["--batch"])):
+        began = time.monotonic()
+        subprocess.run([str(HARNESS), "send", "--broker", url, "--backend", url, "--queue",
+                        "produce_bench", "--task", "noop", "--count", str(n), "-q", *extra],
+                       check=True, capture_output=True)
+        rates[label] = n / (time.monotonic() - began)
+    return rates
+
+
+def latency(send_and_get: Callable[[], Any], count: int) -> tuple[float, float]:
+    samples = []
+    for _ in range(count):
+        began = time.perf_counter()
+        send_and_get()
+        samples.append((time.perf_counter() - began) * 1000)
+    samples.sort()
+    return statistics.median(samples), samples[int(len(samples) * 0.99) - 1]
+
+
+def bridge_latency(url: str, env: dict[str, str], cmd: list[str], count: int) -> tuple[float,
+                                                                                          float]:
+    queue = f"lat_{uuid.uuid4().hex[:6]}"
+    proc = start(cmd + ["-Q", queue] if "bridge.cli" in " ".join(cmd)
+                 else cmd + ["--queue", queue], {**env, "BENCH_QUEUE": queue})
+    app = Bridge(Config(broker=url, result_backend=url, default_queue=queue))
+    try:
+        app.send_task("noop").get(timeout=60, interval=0.001)  # warm up
+        return latency(lambda: app.send_task("noop").get(timeout=60, interval=0.001), count)
+    finally:
+        stop(proc)
+        app.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--tasks", type=int, default=20000)
+    parser.add_argument("--celery-tasks", type=int, default=3000)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--latency-samples", type=int, default=200)
+    parser.add_argument("--quick", action="store_true",
+                        help="only the bridge and Go workers (no Celery, producers, latency)")
+    args = parser.parse_args()
+    c = args.concurrency
+    with local_redis() as url:
+        env = {**os.environ, "BENCH_REDIS": url, "PYTHONPATH": str(ROOT)}
+        client = redis.Redis.from_url(url)
+        ours = [sys.executable, "-m", "bridge.cli", "worker", "-A", "bench.bench_apps:bridge_app",
+                "-c", str(c), "-l", "warning"]
+        go = [str(HARNESS), "worker", "--broker", url, "--backend", url, "--concurrency", str(c)]
+        rows: dict[str, float] = {}
+        rows[f"bridge worker (-c {c} threads)"] = machinery_run(
+            url, args.tasks, lambda q: [*ours, "-Q", q], env, client)
+        rows[f"Go machinery v2 worker (concurrency {c})"] = machinery_run(
+            url, args.tasks, lambda q: [*go, "--queue", q], env, client)
+        if args.quick:
+            for name, rate in rows.items():
+                print(f"{name:48} {rate:9.0f}")
+            return
+        rows["Celery 5 worker (solo, acks_late)"] = celery_run(
+            url, args.celery_tasks, "solo", 1, env, client)
+        rows[f"Celery 5 worker (prefork -c {c}, acks_late)"] = celery_run(
+            url, args.celery_tasks, "prefork", c, env, client)
+        client.flushdb()
+        produce = producer_rates(url, 2000)
+        lat = {
+            "bridge producer → bridge worker": bridge_latency(url, env, ours,
+                                                              args.latency_samples),
+            "bridge producer → Go machinery v2 worker": bridge_latency(url, env, go,
+                                                                       args.latency_samples),
+        }
+    ours_rate = rows[f"bridge worker (-c {c} threads)"]
+    celery_best = max(v for k, v in rows.items() if k.startswith("Celery"))
+    print(f"\nworker throughput, no-op tasks, one Redis, {os.cpu_count()} cores")
+    print(f"{'worker':48} {'tasks/s':>9} {'bridge is':>10}")
+    for name, rate in rows.items():
+        print(f"{name:48} {rate:9.0f} {ours_rate / rate:9.1f}x")
+    print(f"\nbridge vs Celery's best: {ours_rate / celery_best:.1f}x")
+    print(f"\n{'producer (publish + PENDING state)':48} {'tasks/s':>9}")
+    for name, rate in produce.items():
+        print(f"{name:48} {rate:9.0f}")
+    print(f"\n{'round trip of one task':48} {'p50 ms':>9} {'p99 ms':>9}")
+    for name, (p50, p99) in lat.items():
+        print(f"{name:48} {p50:9.2f} {p99:9.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""Live interop on one Redis with real Go machinery v1 and v2: Go cannot tell us from Go.
+
+- Go producer → our worker → Go's AsyncResult.GetWithTimeout gets the right typed values;
+- our producer → a Go worker → our AsyncResult.get gets them;
+- Go and Python workers on one queue run a chord of 50: the callback fires exactly once.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from bridge import TaskFailed
+from bridge.app import Bridge
+from bridge.worker import Worker, WorkerOptions
+from tests.interop.conftest import VERSIONS
+from tests.interop.interop_app import echo_task_name, make_app
+from tests.interop.python_corpus import EDGE
+
+pytestmark = pytest.mark.go
+
+
+@contextmanager
+def python_worker(url: str, queue: str, concurrency: int = 8) -> Iterator[Bridge]:
+    app = make_app(url, queue)
+    worker = Worker(app, WorkerOptions(concurrency=concurrency, poll_timeout=0.1))
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        yield app
+    finally:
+        worker.stop()
+        thread.join(timeout=20)
+        app.close()
+
+
+@contextmanager
+def go_worker(binary: Path, url: str, queue: str, concurrency: int = 8) -> Iterator[None]:
+    proc = subprocess.Popen([str(binary), "worker", "--broker", url, "--backend", url,
+                             "--queue", queue, "--concurrency", str(concurrency)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout is not None
+        deadline = time.time() + 30
+        for line in proc.stdout:
+            if "worker ready" in line or time.time() > deadline:
+                break
+        threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep the pipe drained
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def go_produce(binary: Path, url: str, queue: str, scenario: str, *extra: str) -> str:
+    run = subprocess.run([str(binary), "produce", "--broker", url, "--backend", url,
+                          "--queue", queue, "--scenario", scenario, "--timeout", "60", *extra],
+                         capture_output=True, text=True, timeout=600)
+    failures = [line for line in run.stdout.splitlines() if line.startswith("FAIL")]
+    assert not failures, "\n".join(failures)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert ", 0 failed" in run.stdout.splitlines()[-1]
+    return run.stdout
+
+
+def fresh_queue() -> str:
+    return f"interop_{uuid.uuid4().hex[:10]}"
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_go_producer_python_worker(version: str, harness: dict[str, Path],
+                                   redis_url: str) -> None:
+    queue = fresh_queue()
+    with python_worker(redis_url, queue):
+        out = go_produce(harness[version], redis_url, queue, "all")
+    passed = int(out.splitlines()[-1].split()[0])
+    assert passed >= 30  # every arg type, chain, group, chord, eta, fail, retry
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_python_producer_go_worker(version: str, harness: dict[str, Path],
+                                   redis_url: str) -> None:
+    queue = fresh_queue()
+    app = make_app(redis_url, queue)  # its registry types the args; no worker of ours runs
+    with go_worker(harness[version], redis_url, queue):
+        sent: list[tuple[str, Any, Any]] = []
+        for go_type, values in _typed_edge_values():
+            for value in values:
+                sent.append((go_type, value, app.send_task(echo_task_name(go_type), value)))
+        for go_type, value, result in sent:
+            got = result.get(timeout=60)
+            assert got == _expected(go_type, value), (go_type, value, got)
+        chain = app.send_chain(app.signature("add", 1, 2), app.signature("multiply", 10),
+                               app.signature("add", 5))
+        assert chain.get(timeout=60) == 35
+        group = app.send_group(*(app.signature("add", i, i) for i in range(5)))
+        assert group.get(timeout=60) == [0, 2, 4, 6, 8]
+        key = f"count_{uuid.uuid4().hex}"
+        chord = app.send_chord([app.signature("add", i, 1) for i in range(10)],
+                               app.signature("count_call", key))
+        assert chord.get(timeout=60) == sum(range(1, 11))
+        stamp_key = f"stamp_{uuid.uuid4().hex}"
+        sent_at = time.time_ns() // 1_000_000
+        assert app.send_task("stamp", stamp_key, countdown=2).get(timeout=60) >= sent_at + 1950
+        with pytest.raises(TaskFailed, match=r"^boom <&> é$"):
+            app.send_task("fail", "boom <&> é").get(timeout=60)
+        assert app.send_task("retry_later", f"r_{uuid.uuid4().hex}").get(timeout=60) == 3
+    assert int(redis.Redis.from_url(redis_url).get(key) or 0) == 1
+    app.close()
+
+
+def test_go_and_python_workers_share_a_chord_of_50(harness: dict[str, Path],
+                                                   redis_url: str) -> None:
+    queue = fresh_queue()
+    with go_worker(harness["v2"], redis_url, queue, 4), \
+            go_worker(harness["v1"], redis_url, queue, 4), \
+            python_worker(redis_url, queue, 4):
+        for _ in range(3):
+            out = go_produce(harness["v2"], redis_url, queue, "chord", "--n", "50")
+            assert "ok chord/" in out
+
+
+def _typed_edge_values() -> Iterator[tuple[str, list[Any]]]:
+    for go_type, values in EDGE.items():
+        yield go_type, values
+        yield f"[]{go_type}", [values, []]
+    yield "[]byte", [b"\x00\xff<>&", b""]
+
+
+def _expected(go_type: str, value: Any) -> Any:
+    from bridge.types import to_python, to_wire
+
+    return to_python(go_type, to_wire(go_type, value))
