@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from bridge.backends.base import Backend, new_state
 from bridge.brokers.base import Broker
-from bridge.config import Config
+from bridge.config import Config, ConfigError
 from bridge.protocol.gotime import GoTime
 from bridge.protocol.machinery import PENDING, Signature, TaskState, new_uuid
 from bridge.result import AsyncResult, ChainResult, ChordResult, GroupResult
@@ -33,7 +33,8 @@ def broker_from_config(config: Config) -> Broker:
         from bridge.brokers.redis import RedisBroker
 
         return RedisBroker.from_config(config)
-    raise ValueError(f"unsupported broker URL scheme: {url.split('://')[0]}://")
+    raise ConfigError(f"broker: unsupported URL scheme {url.split('://')[0]}:// "
+                      "(this version speaks redis://, rediss://, redis+socket://)", key="broker")
 
 
 def backend_from_config(config: Config) -> Backend:
@@ -43,7 +44,9 @@ def backend_from_config(config: Config) -> Backend:
         from bridge.backends.redis import RedisBackend
 
         return RedisBackend.from_config(config)
-    raise ValueError(f"unsupported result backend URL scheme: {url.split('://')[0]}://")
+    raise ConfigError(f"result_backend: unsupported URL scheme {url.split('://')[0]}:// "
+                      "(this version speaks redis://, rediss://, redis+socket://)",
+                      key="result_backend")
 
 
 class Bridge:

@@ -48,7 +48,17 @@ def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-@click.group()
+class _Group(click.Group):
+    """Every error we raise on purpose becomes one clear line, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BridgeError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=_Group)
 @click.version_option(__version__, prog_name="mbridge")
 def main() -> None:
     """machinery-bridge: Python workers, producers and codecs for Go machinery and Celery."""

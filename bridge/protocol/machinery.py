@@ -30,6 +30,7 @@ FAILURE = "FAILURE"
 STATES = (PENDING, RECEIVED, STARTED, RETRY, SUCCESS, FAILURE)
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_SIMPLE_MIDDLES: dict[str, bytes] = {}  # TaskState middles with no results/error, by state
 _FLOAT32_TYPES = frozenset({"float32", "[]float32"})
 
 
@@ -159,17 +160,17 @@ class _GoStruct:
         exact, folded = cls._EXACT, cls._FOLDED
         values: dict[str, Any] = {}
         for key, raw in pairs:
-            spec = exact.get(key)
+            spec = exact.get(key) or folded.get(gojson.fold_key(key))
             if spec is None:
-                spec = folded.get(gojson.fold_key(key))
-                if spec is None:
-                    continue
-            attr, read, nullable, where = spec
-            if raw is None:
-                if nullable:
-                    values[attr] = None
                 continue
-            values[attr] = read(raw, where)
+            if raw is None:
+                if spec[2]:
+                    values[spec[0]] = None
+                continue
+            if type(raw) is str and spec[1] is _read_str and raw.isascii():
+                values[spec[0]] = raw  # the common case, without a call
+            else:
+                values[spec[0]] = spec[1](raw, spec[3])
         return cls(**values)
 
     @classmethod
@@ -401,10 +402,15 @@ class TaskState(_GoStruct):
         """
         parts: tuple[list[str], list[str], list[str]] = ([], [], [])
         self._write_head(parts[0])
-        self._write_middle(parts[1])
+        simple = self.results is None and self.error == "" and self.ttl == 0
+        middle = _SIMPLE_MIDDLES.get(self.state) if simple else None
+        if middle is None:
+            self._write_middle(parts[1])
+            middle = "".join(parts[1]).encode()
+            if simple and len(_SIMPLE_MIDDLES) < 64:  # RECEIVED, STARTED... are constants
+                _SIMPLE_MIDDLES[self.state] = middle
         self._write_tail(parts[2])
-        return ("".join(parts[0]).encode(), "".join(parts[1]).encode(),
-                "".join(parts[2]).encode())
+        return "".join(parts[0]).encode(), middle, "".join(parts[2]).encode()
 
 
 @dataclass(slots=True, eq=True)
