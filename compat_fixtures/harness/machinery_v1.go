@@ -7,6 +7,7 @@ package main
 
 import (
 	machinery "github.com/RichardKnop/machinery/v1"
+	"github.com/RichardKnop/machinery/v1/backends/result"
 	"github.com/RichardKnop/machinery/v1/config"
 	mlog "github.com/RichardKnop/machinery/v1/log"
 	"github.com/RichardKnop/machinery/v1/tasks"
@@ -18,37 +19,51 @@ const (
 )
 
 type (
-	Signature  = tasks.Signature
-	Arg        = tasks.Arg
-	Headers    = tasks.Headers
-	TaskState  = tasks.TaskState
-	TaskResult = tasks.TaskResult
-	GroupMeta  = tasks.GroupMeta
-	Server     = machinery.Server
-	Config     = config.Config
+	Signature   = tasks.Signature
+	Arg         = tasks.Arg
+	Headers     = tasks.Headers
+	TaskState   = tasks.TaskState
+	TaskResult  = tasks.TaskResult
+	GroupMeta   = tasks.GroupMeta
+	Server      = machinery.Server
+	Config      = config.Config
+	Worker      = machinery.Worker
+	AsyncResult = result.AsyncResult
 )
 
 var (
-	NewSignature         = tasks.NewSignature
-	NewChain             = tasks.NewChain
-	NewGroup             = tasks.NewGroup
-	NewChord             = tasks.NewChord
-	NewWithSignature     = tasks.NewWithSignature
-	ReflectValue         = tasks.ReflectValue
-	NewPendingTaskState  = tasks.NewPendingTaskState
-	NewReceivedTaskState = tasks.NewReceivedTaskState
-	NewStartedTaskState  = tasks.NewStartedTaskState
-	NewRetryTaskState    = tasks.NewRetryTaskState
-	NewSuccessTaskState  = tasks.NewSuccessTaskState
-	NewFailureTaskState  = tasks.NewFailureTaskState
-	setMachineryLogger   = mlog.Set
+	NewSignature            = tasks.NewSignature
+	NewChain                = tasks.NewChain
+	NewGroup                = tasks.NewGroup
+	NewChord                = tasks.NewChord
+	NewWithSignature        = tasks.NewWithSignature
+	ReflectValue            = tasks.ReflectValue
+	NewPendingTaskState     = tasks.NewPendingTaskState
+	NewReceivedTaskState    = tasks.NewReceivedTaskState
+	NewStartedTaskState     = tasks.NewStartedTaskState
+	NewRetryTaskState       = tasks.NewRetryTaskState
+	NewSuccessTaskState     = tasks.NewSuccessTaskState
+	NewFailureTaskState     = tasks.NewFailureTaskState
+	setMachineryLogger      = mlog.Set
+	NewAsyncResult          = result.NewAsyncResult
+	NewErrRetryTaskLater    = tasks.NewErrRetryTaskLater
+	ErrTimeoutReached       = result.ErrTimeoutReached
+	ErrWorkerQuitGracefully = machinery.ErrWorkerQuitGracefully
 )
 
 // newRedisServer builds a server with the REAL redigo Redis broker and
 // backend. v1 is normally wired through its URL factories (NewServer(cnf)
 // -> BrokerFactory/BackendFactory/ParseRedisURL), so that is what we use.
 func newRedisServer(cnf *Config, redisURL string) (*Server, error) {
-	cnf.Broker = redisURL
-	cnf.ResultBackend = redisURL
+	return newBrokerBackendServer(cnf, redisURL, redisURL)
+}
+
+// newBrokerBackendServer is newRedisServer with separate broker and backend
+// URLs (interop worker / producer). NOTE: v1's NewServer ignores backend
+// factory errors (the backend is then nil and SendTask fails with "Result
+// backend required"), so a bad --backend URL only shows up there.
+func newBrokerBackendServer(cnf *Config, brokerURL, backendURL string) (*Server, error) {
+	cnf.Broker = brokerURL
+	cnf.ResultBackend = backendURL
 	return machinery.NewServer(cnf)
 }

@@ -7,6 +7,7 @@ package main
 import (
 	machinery "github.com/RichardKnop/machinery/v2"
 	redisbackend "github.com/RichardKnop/machinery/v2/backends/redis"
+	"github.com/RichardKnop/machinery/v2/backends/result"
 	redisbroker "github.com/RichardKnop/machinery/v2/brokers/redis"
 	"github.com/RichardKnop/machinery/v2/config"
 	eagerlock "github.com/RichardKnop/machinery/v2/locks/eager"
@@ -20,41 +21,60 @@ const (
 )
 
 type (
-	Signature  = tasks.Signature
-	Arg        = tasks.Arg
-	Headers    = tasks.Headers
-	TaskState  = tasks.TaskState
-	TaskResult = tasks.TaskResult
-	GroupMeta  = tasks.GroupMeta
-	Server     = machinery.Server
-	Config     = config.Config
+	Signature   = tasks.Signature
+	Arg         = tasks.Arg
+	Headers     = tasks.Headers
+	TaskState   = tasks.TaskState
+	TaskResult  = tasks.TaskResult
+	GroupMeta   = tasks.GroupMeta
+	Server      = machinery.Server
+	Config      = config.Config
+	Worker      = machinery.Worker
+	AsyncResult = result.AsyncResult
 )
 
 var (
-	NewSignature         = tasks.NewSignature
-	NewChain             = tasks.NewChain
-	NewGroup             = tasks.NewGroup
-	NewChord             = tasks.NewChord
-	NewWithSignature     = tasks.NewWithSignature
-	ReflectValue         = tasks.ReflectValue
-	NewPendingTaskState  = tasks.NewPendingTaskState
-	NewReceivedTaskState = tasks.NewReceivedTaskState
-	NewStartedTaskState  = tasks.NewStartedTaskState
-	NewRetryTaskState    = tasks.NewRetryTaskState
-	NewSuccessTaskState  = tasks.NewSuccessTaskState
-	NewFailureTaskState  = tasks.NewFailureTaskState
-	setMachineryLogger   = mlog.Set
+	NewSignature            = tasks.NewSignature
+	NewChain                = tasks.NewChain
+	NewGroup                = tasks.NewGroup
+	NewChord                = tasks.NewChord
+	NewWithSignature        = tasks.NewWithSignature
+	ReflectValue            = tasks.ReflectValue
+	NewPendingTaskState     = tasks.NewPendingTaskState
+	NewReceivedTaskState    = tasks.NewReceivedTaskState
+	NewStartedTaskState     = tasks.NewStartedTaskState
+	NewRetryTaskState       = tasks.NewRetryTaskState
+	NewSuccessTaskState     = tasks.NewSuccessTaskState
+	NewFailureTaskState     = tasks.NewFailureTaskState
+	setMachineryLogger      = mlog.Set
+	NewAsyncResult          = result.NewAsyncResult
+	NewErrRetryTaskLater    = tasks.NewErrRetryTaskLater
+	ErrTimeoutReached       = result.ErrTimeoutReached
+	ErrWorkerQuitGracefully = machinery.ErrWorkerQuitGracefully
 )
 
 // newRedisServer builds a server with the REAL redigo Redis broker and
 // backend. v2 has no URL factories: brokers/backends are constructed by hand
 // (README "V2"), so we parse the URL ourselves (redis://[:pass@]host:port/db).
 func newRedisServer(cnf *Config, redisURL string) (*Server, error) {
-	host, password, db, err := parseRedisURL(redisURL)
+	return newBrokerBackendServer(cnf, redisURL, redisURL)
+}
+
+// newBrokerBackendServer is newRedisServer with separate broker and backend
+// URLs (interop worker / producer). cnf.Broker / cnf.ResultBackend are only
+// informational in v2 (the worker logs them); set them like v1 does.
+func newBrokerBackendServer(cnf *Config, brokerURL, backendURL string) (*Server, error) {
+	bHost, bPassword, bDB, err := parseRedisURL(brokerURL)
 	if err != nil {
 		return nil, err
 	}
-	broker := redisbroker.New(cnf, host, "", password, "", db)
-	backend := redisbackend.New(cnf, host, "", password, "", db)
+	rHost, rPassword, rDB, err := parseRedisURL(backendURL)
+	if err != nil {
+		return nil, err
+	}
+	cnf.Broker = brokerURL
+	cnf.ResultBackend = backendURL
+	broker := redisbroker.New(cnf, bHost, "", bPassword, "", bDB)
+	backend := redisbackend.New(cnf, rHost, "", rPassword, "", rDB)
 	return machinery.NewServer(cnf, broker, backend, eagerlock.New()), nil
 }

@@ -9,6 +9,9 @@
 //	gen   --out DIR --redis redis://HOST:PORT/DB   write golden files + manifest.json
 //	check --dir DIR                                verify files written by Python
 //	floats                                         json.Marshal of float bit patterns (stdin)
+//	worker  --broker URL --backend URL ...         real worker serving the interop task set
+//	produce --broker URL --backend URL --scenario  send workflows, check with AsyncResult
+//	send    --broker URL --backend URL --task ...  send N copies of one task, print UUIDs
 package main
 
 import (
@@ -40,6 +43,24 @@ func main() {
 			fmt.Fprintln(os.Stderr, "floats:", err)
 			os.Exit(1)
 		}
+	case "worker":
+		if err := runWorker(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "worker:", err)
+			os.Exit(2)
+		}
+	case "produce", "send":
+		run := runProduce
+		if os.Args[1] == "send" {
+			run = runSend
+		}
+		failed, err := run(os.Args[2:])
+		if err != nil {
+			fmt.Fprintln(os.Stderr, os.Args[1]+":", err)
+			os.Exit(2)
+		}
+		if failed > 0 {
+			os.Exit(1)
+		}
 	case "version":
 		fmt.Println(machineryVersion, moduleVersion())
 	default:
@@ -48,6 +69,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: harness gen --out DIR --redis URL | check --dir DIR | floats | version")
+	fmt.Fprintln(os.Stderr, "usage: harness gen --out DIR --redis URL | check --dir DIR | floats | version\n"+
+		"       harness worker|produce|send --broker URL --backend URL ... (-h for flags)")
 	os.Exit(2)
 }

@@ -1,0 +1,47 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"sync"
+)
+
+// runWorker: `harness worker` - a real machinery worker serving the interop
+// task set until SIGINT/SIGTERM (machinery's own signal handling: the first
+// signal waits for running tasks, a second one quits at once).
+func runWorker(args []string) error {
+	fs := flag.NewFlagSet("worker", flag.ExitOnError)
+	var f interopFlags
+	f.register(fs)
+	concurrency := fs.Int("concurrency", 10, "worker concurrency (machinery: < 1 means NumCPU*2)")
+	tag := fs.String("tag", "interop-go-"+machineryVersion, "consumer tag")
+	fs.Parse(args)
+	if err := f.validate(); err != nil {
+		return err
+	}
+	in, err := newInterop(&f)
+	if err != nil {
+		return err
+	}
+	defer in.close()
+
+	// Config.DefaultQueue is already the queue; a custom-queue worker makes
+	// that explicit (and is what machinery's requeue of unregistered tasks
+	// uses). Both name the same Redis list.
+	w := in.srv.NewCustomQueueWorker(*tag, *concurrency, f.queue)
+
+	// The Redis brokers call PreConsumeHandler right before every BLPOP,
+	// so its first call means "consuming": the one moment to say ready.
+	var ready sync.Once
+	w.SetPreConsumeHandler(func(*Worker) bool {
+		ready.Do(func() { fmt.Fprintln(os.Stdout, "worker ready") })
+		return true
+	})
+
+	// Launch returns ErrWorkerQuitGracefully after the first signal.
+	if err = w.Launch(); err == ErrWorkerQuitGracefully {
+		return nil
+	}
+	return err
+}

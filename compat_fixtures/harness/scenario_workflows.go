@@ -1,0 +1,135 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/gomodule/redigo/redis"
+)
+
+// scenarioChain: add(1,2) -> multiply(10) -> add(5) = 35. None is
+// Immutable, so each worker appends the previous result after the next
+// task's own args: multiply(10, 3), add(5, 30).
+func scenarioChain(e *scenarioEnv) {
+	s1 := newSig("add", int64Args(1, 2)...)
+	s2 := newSig("multiply", int64Args(10)...)
+	s3 := newSig("add", int64Args(5)...)
+	chain, err := NewChain(s1, s2, s3)
+	if err != nil {
+		e.check("send", err)
+		return
+	}
+	car, err := e.srv.SendChain(chain)
+	if err != nil {
+		e.check("send", fmt.Errorf("SendChain: %v", err))
+		return
+	}
+	results, err := car.GetWithTimeout(e.timeout, pollInterval)
+	e.check("result", wantInt64(results, err, 35))
+	// The intermediate states, through fresh AsyncResults on the same UUIDs.
+	backend := e.srv.GetBackend()
+	e.check("step_1", e.expectInt64(NewAsyncResult(s1, backend), 3))
+	e.check("step_2", e.expectInt64(NewAsyncResult(s2, backend), 30))
+}
+
+// scenarioGroup: add(i, i) for i = 1..5, each = 2i.
+func scenarioGroup(e *scenarioEnv) {
+	var sigs []*Signature
+	for i := int64(1); i <= 5; i++ {
+		sigs = append(sigs, newSig("add", int64Args(i, i)...))
+	}
+	group, err := NewGroup(sigs...)
+	if err != nil {
+		e.check("send", err)
+		return
+	}
+	ars, err := e.srv.SendGroup(group, 0)
+	if err != nil {
+		e.check("send", fmt.Errorf("SendGroup: %v", err))
+		return
+	}
+	for i, ar := range ars {
+		e.check(fmt.Sprintf("member_%d", i+1), e.expectInt64(ar, 2*int64(i+1)))
+	}
+}
+
+// scenarioChord: add(i, 1) for i = 1..N with callback count_call(key): the
+// callback gets every member's result appended (TaskUUIDs order) and must run
+// exactly once, which the Redis counter key shows.
+func scenarioChord(e *scenarioEnv) {
+	key := uniqueKey("chord")
+	var sigs []*Signature
+	var want int64
+	for i := int64(1); i <= int64(e.n); i++ {
+		sigs = append(sigs, newSig("add", int64Args(i, 1)...))
+		want += i + 1
+	}
+	group, err := NewGroup(sigs...)
+	if err != nil {
+		e.check("send", err)
+		return
+	}
+	chord, err := NewChord(group, newSig("count_call", stringArg(key)))
+	if err != nil {
+		e.check("send", err)
+		return
+	}
+	car, err := e.srv.SendChord(chord, 0)
+	if err != nil {
+		e.check("send", fmt.Errorf("SendChord: %v", err))
+		return
+	}
+	results, err := car.GetWithTimeout(e.timeout, pollInterval)
+	if results == nil && err == nil {
+		// ChordAsyncResult.GetWithTimeout swallows member and callback
+		// errors and returns (nil, nil) instead.
+		err = errors.New("no result: a member or the callback failed (ChordAsyncResult returns nil, nil)")
+	}
+	e.check("callback", wantInt64(results, err, want))
+	e.check("group_meta", e.checkChordMeta(group.GroupUUID, sigs))
+
+	// Exactly once, also a little later (a duplicate trigger would come
+	// from another worker's last member finishing at the same time).
+	e.check("counter", e.checkCounter(key, 1))
+	time.Sleep(500 * time.Millisecond)
+	n, _ := redis.Int64(e.do("GET", key))
+	fmt.Printf("info %s/counter=%d\n", e.scenario, n)
+	e.check("counter_later", e.checkCounter(key, 1))
+}
+
+// checkChordMeta: after the callback was sent, the group meta (GET
+// <groupUUID>) lists the member UUIDs in order and has ChordTriggered set.
+func (e *scenarioEnv) checkChordMeta(groupUUID string, sigs []*Signature) error {
+	b, err := redis.Bytes(e.do("GET", groupUUID))
+	if err != nil {
+		return fmt.Errorf("GET %s: %v", groupUUID, err)
+	}
+	meta := new(GroupMeta)
+	if err := decodeAsConsumer(b, meta); err != nil {
+		return fmt.Errorf("group meta: %v", err)
+	}
+	if !meta.ChordTriggered {
+		return fmt.Errorf("ChordTriggered is false: %s", b)
+	}
+	if meta.GroupUUID != groupUUID || len(meta.TaskUUIDs) != len(sigs) {
+		return fmt.Errorf("unexpected group meta %s", b)
+	}
+	for i, s := range sigs {
+		if meta.TaskUUIDs[i] != s.UUID {
+			return fmt.Errorf("TaskUUIDs[%d] = %q, expected %q", i, meta.TaskUUIDs[i], s.UUID)
+		}
+	}
+	return nil
+}
+
+func (e *scenarioEnv) checkCounter(key string, want int64) error {
+	n, err := redis.Int64(e.do("GET", key))
+	if err != nil {
+		return fmt.Errorf("GET %s: %v", key, err)
+	}
+	if n != want {
+		return fmt.Errorf("counter %s = %d, expected %d", key, n, want)
+	}
+	return nil
+}
