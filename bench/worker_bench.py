@@ -148,11 +148,11 @@ def latency(send_and_get: Callable[[], Any], count: int) -> tuple[float, float]:
     return statistics.median(samples), samples[int(len(samples) * 0.99) - 1]
 
 
-def bridge_latency(url: str, env: dict[str, str], cmd: list[str], count: int) -> tuple[float,
-                                                                                          float]:
+def bridge_latency(url: str, env: dict[str, str], cmd: Callable[[str], list[str]],
+                   count: int) -> tuple[float, float]:
+    """p50/p99 ms of send → result through a worker started by ``cmd(queue)``."""
     queue = f"lat_{uuid.uuid4().hex[:6]}"
-    proc = start(cmd + ["-Q", queue] if "bridge.cli" in " ".join(cmd)
-                 else cmd + ["--queue", queue], {**env, "BENCH_QUEUE": queue})
+    proc = start(cmd(queue), {**env, "BENCH_QUEUE": queue})
     app = Bridge(Config(broker=url, result_backend=url, default_queue=queue))
     try:
         app.send_task("noop").get(timeout=60, interval=0.001)  # warm up
@@ -194,10 +194,10 @@ def main() -> None:
         client.flushdb()
         produce = producer_rates(url, 2000)
         lat = {
-            "bridge producer → bridge worker": bridge_latency(url, env, ours,
-                                                              args.latency_samples),
-            "bridge producer → Go machinery v2 worker": bridge_latency(url, env, go,
-                                                                       args.latency_samples),
+            "bridge producer → bridge worker": bridge_latency(
+                url, env, lambda q: [*ours, "-Q", q], args.latency_samples),
+            "bridge producer → Go machinery v2 worker": bridge_latency(
+                url, env, lambda q: [*go, "--queue", q], args.latency_samples),
         }
     ours_rate = rows[f"bridge worker (-c {c} threads)"]
     celery_best = max(v for k, v in rows.items() if k.startswith("Celery"))
