@@ -9,10 +9,9 @@ from __future__ import annotations
 import os
 import time
 
-from bridge.brokers.redis import RedisBroker
-
 from bridge.app import Bridge
 from bridge.backends.redis import RedisBackend
+from bridge.brokers.redis import RedisBroker
 from bridge.config import Config
 
 URL = os.environ.get("BRIDGE_TEST_REDIS", "redis://127.0.0.1:6379/0")

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 import redis
-from bridge.brokers.redis import RedisBroker
 
 from bridge.app import Bridge
 from bridge.backends.redis import RedisBackend
+from bridge.brokers.redis import RedisBroker
 from bridge.config import Config
 
 ROOT = Path(__file__).resolve().parents[2]
