@@ -59,8 +59,8 @@ class WorkerOptions:
     concurrency: int = 4
     pool: str = "threads"  # or "processes" for CPU-bound tasks
     graceful_timeout: float = 30.0
-    poll_timeout: float = 1.0
-    maintain_interval: float = 1.0
+    poll_timeout: float = 0.5  # longest wait on an empty queue (machinery polls every 1 s)
+    maintain_interval: float = 0.25  # heartbeat/delayed-mover checks (each runs when due)
     max_unregistered_backoff: float = 60.0
 
 
