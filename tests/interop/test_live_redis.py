@@ -143,3 +143,22 @@ def _expected(go_type: str, value: Any) -> Any:
     from bridge.types import to_python, to_wire
 
     return to_python(go_type, to_wire(go_type, value))
+
+
+def test_delayed_tasks_move_exactly_once_beside_go_workers(harness: dict[str, Path],
+                                                           redis_url: str) -> None:
+    """Go v1, Go v2 and our movers race on one delayed_tasks ZSET: each task runs once."""
+    queue = fresh_queue()
+    app = make_app(redis_url, queue)
+    keys = [f"once_{uuid.uuid4().hex}" for _ in range(300)]
+    with go_worker(harness["v2"], redis_url, queue, 4), \
+            go_worker(harness["v1"], redis_url, queue, 4), \
+            python_worker(redis_url, queue, 4):
+        results = app.send_batch([app.signature("count_call", key, countdown=1)
+                                  for key in keys])
+        for result in results:
+            assert result.get(timeout=120) == 0
+        time.sleep(1.0)  # a duplicate would still be on its way
+    counts = redis.Redis.from_url(redis_url).mget(keys)
+    assert [int(c or 0) for c in counts] == [1] * len(keys)
+    app.close()
