@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from bridge.protocol.gojson import _digits, _float32_digits, to_float32
+from bridge.protocol.gojson import _digits, _float32_digits, _layout, to_float32
 
 INT_TYPES = {"int", "int8", "int16", "int32", "int64", "uint", "uint8", "uint16", "uint32",
              "uint64"}
@@ -29,11 +29,7 @@ def format_g(value: float, bits: int) -> str:
     if exp < -4 or exp >= 6:
         head = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
         return f"{sign}{head}e{'-' if exp < 0 else '+'}{abs(exp):02d}"
-    if point <= 0:
-        return f"{sign}0.{'0' * -point}{digits}"
-    if point >= len(digits):
-        return sign + digits + "0" * (point - len(digits))
-    return f"{sign}{digits[:point]}.{digits[point:]}"
+    return _layout(value < 0, digits, point, exponent_form=False)
 
 
 def canon(go_type: str, value: Any) -> Any:

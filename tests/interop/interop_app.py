@@ -11,6 +11,7 @@ import redis
 from bridge import RetryLater
 from bridge.app import Bridge
 from bridge.config import Config
+from bridge.demo import demo_app
 from bridge.types import SUPPORTED_TYPES
 
 
@@ -22,24 +23,9 @@ def echo_task_name(go_type: str) -> str:
 
 
 def make_app(url: str, queue: str) -> Bridge:
-    """An app serving the interop task set, broker and backend on ``url``."""
-    app = Bridge(Config(broker=url, result_backend=url, default_queue=queue))
+    """An app serving the interop task set (the demo's add, multiply, concat and the rest)."""
+    app = demo_app(Config(broker=url, result_backend=url, default_queue=queue))  # add, ...
     counters = redis.Redis.from_url(url)
-
-    @app.task("add")
-    def add(*values: int) -> int:
-        return sum(values)
-
-    @app.task("multiply")
-    def multiply(*values: int) -> int:
-        product = 1
-        for value in values:
-            product *= value
-        return product
-
-    @app.task("concat")
-    def concat(parts: list[str]) -> str:
-        return "".join(parts)
 
     @app.task("fail")
     def fail(message: str) -> None:
