@@ -130,7 +130,6 @@ class Worker:
         self.error_handler = error_handler
         self._lock = threading.Lock()
         self._held: dict[int, Delivery] = {}  # fetched, not yet acked / requeued / parked
-        self._inflight = 0  # held: fetched and not yet acked, requeued or parked
         self._running = 0  # in a pool thread right now
         self._stopping = threading.Event()
         self._signals = 0
@@ -140,9 +139,10 @@ class Worker:
         self._acks: list[Delivery] = []  # done; acknowledged with the next fetch
 
     # ------------------------------------------------------------------ consuming
-    # The loop owns every broker and backend call, in batches: fetch what fits, write
-    # RECEIVED+STARTED for the whole batch in one pipeline, hand the functions to the pool,
-    # then write the finished ones' states in one pipeline and ack them in one more.
+    # The loop owns every broker and backend call, in batches. Each turn: collect the tasks
+    # that ended; fetch for the idle threads (the last turn's acks ride on that call); write
+    # the ended ones' SUCCESS and the new ones' RECEIVED and STARTED in one pipeline; send
+    # callbacks; hand the new functions to the task threads, which do nothing else.
 
     def run(self) -> int:
         """Consume until stopped (SIGTERM/SIGINT, or ``stop()``); returns the exit status 0."""
@@ -167,14 +167,14 @@ class Worker:
             free = opts.concurrency - self._running
             deliveries: list[Delivery] = []
             if free > 0:
-                idle = not self._inflight and not finished
+                idle = not self._held and not finished
                 deliveries = broker.fetch(self.queue, free, opts.poll_timeout if idle else 0.0,
                                           ack=self._take_acks())
             elif self._acks:
                 broker.ack(self._take_acks())
             self._step(finished, deliveries, pool)
             busy = bool(deliveries or finished)
-            wait = 0.0 if busy or not self._inflight else (0.1 if free <= 0 else 0.02)
+            wait = 0.0 if busy or not self._held else (0.1 if free <= 0 else 0.02)
         self._drain()
         # tasks still running past graceful_timeout were returned to the queue: don't wait
         pool.shutdown()
@@ -185,8 +185,9 @@ class Worker:
 
     @property
     def busy(self) -> int:
-        """Tasks still running (after a graceful timeout they are abandoned to the queue)."""
-        return self._inflight
+        """Tasks still running in a thread (after a graceful timeout their messages are
+        back in the queue, and the process may exit without waiting for them)."""
+        return self._running
 
     def stop(self) -> None:
         """Stop fetching; in-flight tasks finish (up to graceful_timeout)."""
@@ -196,7 +197,7 @@ class Worker:
         self._signals += 1
         if self._signals == 1:
             log.warning("signal %s received: finishing running tasks (%d), then exiting",
-                        signal.Signals(signum).name, self._inflight)
+                        signal.Signals(signum).name, self._running)
             self.stop()
             return
         log.warning("second signal: returning %d held messages and exiting now", len(self._held))
@@ -231,12 +232,10 @@ class Worker:
     def _hold(self, delivery: Delivery) -> None:
         with self._lock:
             self._held[id(delivery)] = delivery
-            self._inflight += 1
 
     def _release(self, delivery: Delivery) -> bool:
         """Done with a message; False when a shutdown already returned it to the queue."""
         with self._lock:
-            self._inflight -= 1
             return self._held.pop(id(delivery), None) is not None
 
     # ------------------------------------------------------------------ starting a batch
