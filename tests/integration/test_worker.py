@@ -12,13 +12,12 @@ from typing import Any
 import pytest
 import redis
 
-from bridge import AsyncResult, RetryLater, Signature, TaskState, new_uuid
+from bridge import Arg, AsyncResult, RetryLater, Signature, TaskState, new_uuid
 from bridge.app import Bridge
 from bridge.backends.redis import RedisBackend
 from bridge.brokers.redis import RedisBroker
 from bridge.config import Config
 from bridge.result import TaskFailed
-from bridge.types import to_arg
 from bridge.worker import Worker, WorkerOptions
 
 Running = Callable[..., Bridge]
@@ -190,8 +189,7 @@ def test_bad_input_is_parked_with_a_reason_and_the_worker_goes_on(running: Runni
     assert isinstance(broker, RedisBroker)
     queue = app.config.default_queue
     bad_args = Signature(uuid="task_badarg" + uuid.uuid4().hex, name="small",
-                         args=[to_arg(1)], headers={})
-    bad_args.args = [bad_args.args[0].__class__("", "int8", 300)]  # type: ignore[index]
+                         args=[Arg("", "int8", 300)], headers={})  # Go would store 44
     broker.publish_raw(queue, [b"not json at all", b'{"UUID":"task_bad1","RetryCount":1.5}',
                                bad_args.to_json()])
     assert app.send_task("add", 2, 2).get(timeout=10) == 4  # the worker went on
