@@ -168,6 +168,8 @@ def main() -> None:
     parser.add_argument("--celery-tasks", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--latency-samples", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run the workers this many times, alternating; report medians")
     parser.add_argument("--quick", action="store_true",
                         help="only the bridge and Go workers (no Celery, producers, latency)")
     args = parser.parse_args()
@@ -178,19 +180,28 @@ def main() -> None:
         ours = [sys.executable, "-m", "bridge.cli", "worker", "-A", "bench.bench_apps:bridge_app",
                 "-c", str(c), "-l", "warning"]
         go = [str(HARNESS), "worker", "--broker", url, "--backend", url, "--concurrency", str(c)]
-        rows: dict[str, float] = {}
-        rows[f"bridge worker (-c {c} threads)"] = machinery_run(
-            url, args.tasks, lambda q: [*ours, "-Q", q], env, client)
-        rows[f"Go machinery v2 worker (concurrency {c})"] = machinery_run(
-            url, args.tasks, lambda q: [*go, "--queue", q], env, client)
+        samples: dict[str, list[float]] = {}
+        for _ in range(args.rounds):  # alternate, so a slow spell of the machine hits all
+            runs: list[tuple[str, Callable[[], float]]] = [
+                (f"bridge worker (-c {c} threads)", lambda: machinery_run(
+                    url, args.tasks, lambda q: [*ours, "-Q", q], env, client)),
+                (f"Go machinery v2 worker (concurrency {c})", lambda: machinery_run(
+                    url, args.tasks, lambda q: [*go, "--queue", q], env, client)),
+            ]
+            if not args.quick:
+                runs += [
+                    ("Celery 5 worker (solo, acks_late)", lambda: celery_run(
+                        url, args.celery_tasks, "solo", 1, env, client)),
+                    (f"Celery 5 worker (prefork -c {c}, acks_late)", lambda: celery_run(
+                        url, args.celery_tasks, "prefork", c, env, client)),
+                ]
+            for name, run in runs:
+                samples.setdefault(name, []).append(run())
+        rows = {name: statistics.median(values) for name, values in samples.items()}
         if args.quick:
             for name, rate in rows.items():
                 print(f"{name:48} {rate:9.0f}")
             return
-        rows["Celery 5 worker (solo, acks_late)"] = celery_run(
-            url, args.celery_tasks, "solo", 1, env, client)
-        rows[f"Celery 5 worker (prefork -c {c}, acks_late)"] = celery_run(
-            url, args.celery_tasks, "prefork", c, env, client)
         client.flushdb()
         produce = producer_rates(url, 2000)
         lat = {
@@ -201,10 +212,12 @@ def main() -> None:
         }
     ours_rate = rows[f"bridge worker (-c {c} threads)"]
     celery_best = max(v for k, v in rows.items() if k.startswith("Celery"))
-    print(f"\nworker throughput, no-op tasks, one Redis, {os.cpu_count()} cores")
-    print(f"{'worker':48} {'tasks/s':>9} {'bridge is':>10}")
+    print(f"\nworker throughput, no-op tasks, one Redis, {os.cpu_count()} cores, "
+          f"median of {args.rounds} round(s)")
+    print(f"{'worker':48} {'tasks/s':>9} {'bridge is':>10} {'range':>14}")
     for name, rate in rows.items():
-        print(f"{name:48} {rate:9.0f} {ours_rate / rate:9.1f}x")
+        low, high = min(samples[name]), max(samples[name])
+        print(f"{name:48} {rate:9.0f} {ours_rate / rate:9.1f}x {low:6.0f}-{high:<6.0f}")
     print(f"\nbridge vs Celery's best: {ours_rate / celery_best:.1f}x")
     print(f"\n{'producer (publish + PENDING state)':48} {'tasks/s':>9}")
     for name, rate in produce.items():
