@@ -664,6 +664,8 @@ def _mask_userinfo(scheme: str, userinfo: str) -> str:
     if not userinfo:
         return userinfo
     user, colon, _ = userinfo.partition(":")
+    if scheme.startswith("redis") and ("," in user or "@" in user):
+        return _MASK  # credentials on several addresses (malformed): hide all of them
     if colon:
         return f"{user}:{_MASK}"
     return userinfo if scheme in _USER_ONLY_SCHEMES else _MASK

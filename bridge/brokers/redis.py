@@ -27,6 +27,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, cast
 
+import kombu.exceptions
 import redis
 from kombu.connection import Connection
 from kombu.transport import virtual
@@ -284,8 +285,14 @@ class RedisBroker(Broker):
             "default_queue": self.default_queue,
             "worker_id": worker_id,
             "heartbeat_ttl": heartbeat_ttl,
+            "max_retries": 0,  # redisconn decides what to retry; a bad password fails at once
         })
-        self.channel = cast(Channel, self._connection.default_channel)
+        try:
+            self.channel = cast(Channel, self._connection.default_channel)
+        except kombu.exceptions.OperationalError as exc:  # kombu's wrapper: show the cause
+            if isinstance(exc.__cause__, redis.RedisError):
+                raise exc.__cause__ from None
+            raise
         self.layout = self.channel.layout
         self.worker_id = self.layout.worker_id
 

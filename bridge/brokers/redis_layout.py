@@ -28,6 +28,8 @@ to a pop-then-push from the client (see :class:`RedisLayout`).
 from __future__ import annotations
 
 import base64
+import functools
+import itertools
 import json
 import logging
 import os
@@ -42,6 +44,7 @@ from typing import Any, cast
 
 import redis.cluster
 from redis.commands.core import Script
+from redis.crc import key_slot
 
 from bridge.protocol.gotime import format_rfc3339
 from bridge.redisconn import RedisClient
@@ -264,15 +267,27 @@ class Scripts:
 
 
 def slot_tagged(name: str) -> str:
-    """``name`` when it already has a Cluster hash tag, else ``{name}`` (same slot as ``name``).
+    """A key prefix in the same Cluster slot as the key ``name``.
 
-    Names without a tag that contain ``}`` cannot share their slot this way; on Cluster their
-    scripts fail with CROSSSLOT (single-node Redis does not care).
+    ``name`` itself when it has a hash tag; else ``{name}``; a name with a ``}`` but no valid
+    tag (``a}b``) cannot be wrapped, so it gets a short tag of its slot in front.
     """
     start = name.find("{")
     if start != -1 and name.find("}", start + 1) > start + 1:
         return name
-    return "{" + name + "}"
+    if "}" not in name:
+        return "{" + name + "}"
+    return "{" + _tag_for_slot(key_slot(name.encode())) + "}" + name
+
+
+@functools.lru_cache(maxsize=1024)
+def _tag_for_slot(slot: int) -> str:
+    """A short string that hashes to ``slot`` (a hash tag pinning keys to that slot)."""
+    for number in itertools.count():
+        tag = f"s{number}"
+        if key_slot(tag.encode()) == slot:
+            return tag
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 @dataclass(frozen=True, slots=True)
