@@ -87,28 +87,12 @@ end
 return current
 """
 
-# Merge without a read round trip: stored states are Go's bytes, so TaskName and CreatedAt
-# are plain tokens at known places; copy them into the new bytes (ARGV[1] .. name ..
-# ARGV[2] .. created .. ARGV[3]) and SET EX ARGV[4]. A stored value that is not in that
-# simple shape (escapes in the name, another writer's layout) is returned unwritten:
-# the caller merges it the careful way (decode + compare-and-set).
-_SPLICE_SCRIPT = """
-local current = redis.call('GET', KEYS[1])
-local name, created = '""', '"0001-01-01T00:00:00Z"'
-if current then
-  name = string.match(current, '^{"TaskUUID":"[^"\\\\]*","TaskName":("[^"\\\\]*"),"State":')
-  created = string.match(current, ',"CreatedAt":("[^"\\\\]*"),"TTL":%-?%d+}$')
-  if name == nil or created == nil then
-    return current
-  end
-end
-redis.call('SET', KEYS[1], ARGV[1] .. name .. ARGV[2] .. created .. ARGV[3], 'EX', ARGV[4])
-return 1
-"""
-
-# The same for many keys in one call: KEYS[i] with ARGV[4i-2..4i+1] = mode ('P': PENDING,
-# written fresh from the first part; 'M': merged), head, mid, tail; ARGV[1] = TTL. Returns
-# per key 1 (written) or what is stored (not Go-shaped: merge it carefully).
+# Merge without a read round trip, many keys per call: stored states are Go's bytes, so
+# TaskName and CreatedAt are plain tokens at known places; copy them into the new bytes
+# (head .. name .. mid .. created .. tail) and SET EX. KEYS[i] has ARGV[4i-2..4i+1] = mode
+# ('P': PENDING, written fresh from the first part; 'M': merged), head, mid, tail; ARGV[1]
+# = TTL. Returns per key 1 (written) or what is stored when it is not in that simple shape
+# (escapes in the name, another writer's layout): the caller merges that the careful way.
 _SPLICE_MANY_SCRIPT = """
 local ttl = ARGV[1]
 local out = {}
@@ -135,11 +119,6 @@ for i, key in ipairs(KEYS) do
 end
 return out
 """
-
-def _splice_parts(state: TaskState) -> tuple[bytes, bytes, bytes]:
-    """The new state's bytes around its TaskName and CreatedAt values (Redis fills them in)."""
-    return state.to_json_parts()
-
 
 # redsync's deleteScript: delete the lock only if it still holds our value.
 _UNLOCK_SCRIPT = """
@@ -330,7 +309,6 @@ class RedisBackend(Backend):
         self._client: RedisClient = client if client is not None else connect(url, cfg.redis)
         self._cluster = isinstance(self._client, redis.cluster.RedisCluster)
         self._cas_script: Script = self._client.register_script(_CAS_SCRIPT)
-        self._splice_script: Script = self._client.register_script(_SPLICE_SCRIPT)
         self._splice_many_script: Script = self._client.register_script(_SPLICE_MANY_SCRIPT)
         self._splice_loaded = False
         self._cas_loaded = False
@@ -363,8 +341,8 @@ class RedisBackend(Backend):
             self._remember(state, data)
             return
         if not self._cluster:
-            reply = self._splice_script(keys=[state.task_uuid],
-                                        args=[*_splice_parts(state), self.ttl])
+            (reply,) = self._splice_many_script(
+                keys=[state.task_uuid], args=[self.ttl, "M", *state.to_json_parts()])
             if reply == 1:
                 self._after_splice(state)
                 return
@@ -399,7 +377,7 @@ class RedisBackend(Backend):
                 if state.state == PENDING:
                     args += ["P", state.to_json(), "", ""]
                 else:
-                    args += ["M", *_splice_parts(state)]
+                    args += ["M", *state.to_json_parts()]
             pipe.evalsha(self._splice_many_script.sha, len(wave),
                          *(s.task_uuid for s in wave), *args)
         replies = pipe.execute(raise_on_error=False)
