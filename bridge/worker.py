@@ -36,6 +36,7 @@ from bridge.protocol.gotime import GoTime
 from bridge.protocol.machinery import (
     FAILURE,
     RECEIVED,
+    RETRY,
     STARTED,
     SUCCESS,
     Arg,
@@ -489,7 +490,7 @@ class Worker:
         self._resend_later(sig, delay)
 
     def _resend_later(self, sig: Signature, delay: float) -> None:
-        self.app.backend.set_state(new_state(sig, "RETRY"))
+        self.app.backend.set_state(new_state(sig, RETRY))
         sig.eta = GoTime.from_unix_nano(time.time_ns() + int(delay * 1e9))
         self.app.send(sig)
 

@@ -7,6 +7,7 @@ where machinery's backend merges.
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
@@ -26,8 +27,6 @@ from bridge.protocol.machinery import (
 
 def now_utc() -> GoTime:
     """``time.Now().UTC()`` with nanoseconds, as machinery stamps CreatedAt."""
-    import time
-
     return GoTime.from_unix_nano(time.time_ns())
 
 

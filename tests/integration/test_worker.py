@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import redis
 
-from bridge import Arg, AsyncResult, RetryLater, Signature, TaskState, new_uuid
+from bridge import Arg, AsyncResult, RetryLater, Signature, TaskResult, TaskState, new_uuid
 from bridge.app import Bridge
 from bridge.backends.redis import RedisBackend
 from bridge.brokers.redis import RedisBroker
@@ -70,8 +70,10 @@ def test_success_writes_states_as_go_and_returns_typed_values(running: Running) 
     state = stored(app, result.task_uuid)
     assert (state.task_name, state.state) == ("add", "SUCCESS")
     assert state.created_at.year >= 2024  # CreatedAt kept from PENDING (Go's merge)
-    assert state.to_json().endswith(b',"Results":[{"Type":"int64","Value":42}],"Error":"",'
-                                    b'"CreatedAt":"' + state.to_json().split(b'"CreatedAt":"')[1])
+    expected = TaskState(result.task_uuid, "add", "SUCCESS", [TaskResult("int64", 42)],
+                         created_at=state.created_at)
+    stored_bytes = redis.Redis.from_url(app.config.result_backend).get(result.task_uuid)
+    assert stored_bytes == expected.to_json()  # Go's exact bytes, as its backend stores them
     assert app.send_task("pair", 4, ["a", "<b>"]).get(timeout=10) == (8, "a<b>")
 
 
