@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from bridge.protocol.celery_message import CeleryMessage
 from bridge.protocol.machinery import Signature
 
 
@@ -20,23 +21,16 @@ class Delivery:
     """One fetched message, held by this worker until acked, requeued or dead-lettered."""
 
     body: bytes
+    """The raw bytes as the broker stores them (what a dead letter parks and replays)."""
     queue: str
     tag: Any = field(default=None, compare=False)
     """Broker-specific handle (processing-list entry, AMQP delivery tag, SQS receipt...)."""
+    message: CeleryMessage | None = field(default=None, compare=False)
+    """Celery brokers: the kombu message read from the transport's layout."""
 
 
-class Broker(ABC):
-    """A machinery-compatible broker."""
-
-    default_queue: str
-
-    @abstractmethod
-    def publish(self, signatures: Sequence[Signature]) -> None:
-        """Publish as machinery's Publish does, batched where the broker can.
-
-        An empty RoutingKey becomes the default queue (AdjustRoutingKey) before
-        encoding; an ETA in the future goes to the broker's delay mechanism.
-        """
+class Consumer(ABC):
+    """What the worker loop needs from any broker: fetch, ack, requeue, park."""
 
     def publish_raw(self, queue: str, bodies: Sequence[bytes]) -> None:
         """Put already-encoded bodies at the tail of ``queue`` (replays, requeues)."""
@@ -69,3 +63,35 @@ class Broker(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
+
+
+class Broker(Consumer):
+    """A machinery-compatible broker."""
+
+    default_queue: str
+
+    @abstractmethod
+    def publish(self, signatures: Sequence[Signature]) -> None:
+        """Publish as machinery's Publish does, batched where the broker can.
+
+        An empty RoutingKey becomes the default queue (AdjustRoutingKey) before
+        encoding; an ETA in the future goes to the broker's delay mechanism.
+        """
+
+
+class CeleryBroker(Consumer):
+    """A broker in kombu's layout, as Celery producers and workers use it.
+
+    Fetched deliveries carry the kombu message in ``Delivery.message``.
+    """
+
+    default_queue: str = "celery"
+
+    @abstractmethod
+    def publish_messages(self, queue: str, messages: Sequence[CeleryMessage]) -> None:
+        """Publish as ``kombu.Producer.publish`` to Celery's direct queue ``queue``
+        (the default exchange, routing key = queue), batched where the broker can."""
+
+    @abstractmethod
+    def queue_depth(self, queue: str) -> int:
+        """Messages waiting in ``queue`` (every priority)."""

@@ -1,0 +1,39 @@
+"""A kombu message as every transport carries it: serialized body plus metadata.
+
+Transports (Redis envelope, AMQP properties, SQS) turn their own layout into a
+:class:`CeleryMessage` and back; ``bridge.protocol.celery`` turns it into task
+semantics. No I/O here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+JSON = "application/json"
+MSGPACK = "application/x-msgpack"
+
+
+@dataclass(frozen=True, slots=True)
+class CeleryMessage:
+    """One message as kombu's ``Producer.publish`` sends it.
+
+    ``body`` is the serialized payload (json or msgpack bytes) with the
+    transport's own body encoding (base64 on Redis and SQS) already undone,
+    but still compressed when ``headers["compression"]`` says so.
+    ``properties`` holds the AMQP-style properties Celery sets
+    (``correlation_id``, ``reply_to``, ``delivery_mode``, ``priority``,
+    ``expiration`` ...), without transport bookkeeping (``delivery_tag``,
+    ``delivery_info``, ``body_encoding``).
+    """
+
+    body: bytes
+    content_type: str | None = JSON
+    content_encoding: str | None = "utf-8"
+    headers: dict[str, Any] = field(default_factory=dict)
+    properties: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def priority(self) -> int:
+        value = self.properties.get("priority")
+        return value if isinstance(value, int) and not isinstance(value, bool) else 0
