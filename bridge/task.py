@@ -84,11 +84,11 @@ class RegisteredTask:
             return [to_result(v, infer_go_type(v)) for v in returned]
         return [to_result(returned, go_type)]
 
-    def call(self, values: Sequence[Any]) -> Any:
+    def call(self, values: Sequence[Any], kwargs: dict[str, Any] | None = None) -> Any:
         """Run the function (a coroutine function runs to completion on its own loop)."""
         if self.is_async:
-            return _run_coroutine(self.func(*values))
-        return self.func(*values)
+            return _run_coroutine(self.func(*values, **(kwargs or {})))
+        return self.func(*values, **(kwargs or {}))
 
 
 
