@@ -93,8 +93,11 @@ class Bridge:
     def register(self, name: str, func: Callable[..., Any]) -> RegisteredTask:
         """Register ``func`` (a plain function, coroutine function or Celery task)."""
         run = getattr(func, "run", None)
-        target = run if callable(run) and hasattr(func, "apply_async") else func
-        task = RegisteredTask.wrap(name, target)
+        is_celery = callable(run) and hasattr(func, "apply_async")
+        task = RegisteredTask.wrap(name, run if is_celery and run is not None else func,
+                                   lenient=is_celery)
+        if is_celery:
+            task.celery_task = func
         self.tasks[name] = task
         return task
 

@@ -11,13 +11,22 @@ from __future__ import annotations
 import asyncio
 import inspect
 import threading
+import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.errors import ArgTranslationError
 from bridge.protocol.machinery import Arg, TaskResult
-from bridge.types import function_go_types, infer_go_type, to_python, to_result, to_wire
+from bridge.types import (
+    function_go_types,
+    go_type_of,
+    infer_go_type,
+    result_go_types,
+    to_python,
+    to_result,
+    to_wire,
+)
 
 
 class ReflectArgsError(ArgTranslationError):
@@ -36,11 +45,15 @@ class RegisteredTask:
     """Go type of each ``*args`` value (``*args: Int8`` → int8)."""
     has_varargs: bool = False
     is_async: bool = False
+    celery_task: Any = None
+    """The Celery Task object when ``func`` is a Celery task's ``run``."""
 
     @classmethod
-    def wrap(cls, name: str, func: Callable[..., Any]) -> RegisteredTask:
-        """Read ``func``'s annotations into Go types."""
-        params, results = function_go_types(func)
+    def wrap(cls, name: str, func: Callable[..., Any], *, lenient: bool = False
+             ) -> RegisteredTask:
+        """Read ``func``'s annotations into Go types (``lenient``: an annotation with no Go
+        type, such as a Celery task's ``-> dict``, leaves that position untyped)."""
+        params, results = _lenient_go_types(func) if lenient else function_go_types(func)
         sig = inspect.signature(func)
         has_varargs = any(p.kind is p.VAR_POSITIONAL for p in sig.parameters.values())
         variadic = params.pop() if has_varargs and params else None
@@ -90,6 +103,28 @@ class RegisteredTask:
             return _run_coroutine(self.func(*values, **(kwargs or {})))
         return self.func(*values, **(kwargs or {}))
 
+
+
+def _lenient_go_types(func: Callable[..., Any]) -> tuple[list[str | None], list[str | None]]:
+    try:
+        hints = typing.get_type_hints(func, include_extras=True)
+    except Exception:
+        hints = {}
+
+    def go(annotation: Any) -> str | None:
+        try:
+            return go_type_of(annotation)
+        except TypeError:
+            return None
+
+    params = [go(hints.get(p.name, inspect.Parameter.empty))
+              for p in inspect.signature(func).parameters.values()
+              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)]
+    try:
+        results = result_go_types(hints.get("return", inspect.Signature.empty))
+    except TypeError:
+        results = [None]
+    return params, [None if r is None else r for r in results]
 
 
 _LOOPS = threading.local()

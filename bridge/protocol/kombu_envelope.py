@@ -1,0 +1,191 @@
+"""kombu's virtual-transport envelope (Redis list items, the inner JSON of SQS bodies).
+
+What ``kombu.transport.virtual.Channel`` writes for ``Producer.publish`` (reference
+celery-wire.md §3.1): one JSON object, keys in kombu's order::
+
+    {"body": "<base64>", "content-encoding": "utf-8", "content-type": "application/json",
+     "headers": {...},
+     "properties": {<AMQP properties as given>, "delivery_info": {"exchange": "",
+                    "routing_key": "<rk>"}, "priority": 0, "body_encoding": "base64",
+                    "delivery_tag": "<uuid4>"}}
+
+kombu's JSON (``kombu.utils.json``: Python's default separators, ASCII escapes, the
+``__type__`` markers) writes it and reads it, as on the transport. Pure: no I/O, no logging.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from kombu.utils.json import dumps as kombu_dumps
+from kombu.utils.json import loads as kombu_loads
+
+from bridge.errors import DecodeError
+from bridge.protocol.celery_message import CeleryMessage
+
+__all__ = [
+    "BOOKKEEPING",
+    "DEFAULT_MAX_SIZE",
+    "Envelope",
+    "decode_envelope",
+    "from_envelope",
+    "mark_redelivered",
+    "to_envelope",
+]
+
+DEFAULT_MAX_SIZE = 16 * 2**20
+"""Largest envelope accepted by default (bytes)."""
+
+BOOKKEEPING = frozenset({"delivery_info", "body_encoding", "delivery_tag"})
+"""Transport properties kombu adds on publish; never part of ``CeleryMessage.properties``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A decoded envelope: the message plus the transport's bookkeeping."""
+
+    message: CeleryMessage
+    delivery_tag: str
+    delivery_info: dict[str, Any] = field(default_factory=dict)
+    body_encoding: str | None = "base64"
+    redelivered: bool = False
+
+    @property
+    def exchange(self) -> str:
+        """``delivery_info.exchange`` ("" for the default exchange)."""
+        value = self.delivery_info.get("exchange")
+        return value if isinstance(value, str) else ""
+
+    @property
+    def routing_key(self) -> str | None:
+        """``delivery_info.routing_key``, None when missing."""
+        value = self.delivery_info.get("routing_key")
+        return value if isinstance(value, str) else None
+
+
+def to_envelope(msg: CeleryMessage, *, routing_key: str, exchange: str = "",
+                delivery_tag: str | None = None, body_encoding: str | None = "base64") -> bytes:
+    """The envelope bytes kombu writes when publishing ``msg`` (a fresh uuid4 tag by default).
+
+    ``body_encoding`` None (or "utf-8") stores the body as JSON text, which needs a UTF-8 body.
+    """
+    if body_encoding == "base64":
+        body: str = base64.b64encode(msg.body).decode("ascii")
+    elif body_encoding is None or body_encoding.lower() == "utf-8":
+        try:
+            body = msg.body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError("a binary body needs body_encoding='base64'") from None
+    else:
+        raise ValueError(f"unsupported body_encoding {body_encoding!r} (base64 or None)")
+    properties = {k: v for k, v in msg.properties.items()
+                  if k not in BOOKKEEPING and k != "priority"}
+    properties["delivery_info"] = {"exchange": exchange, "routing_key": routing_key}
+    properties["priority"] = msg.priority
+    properties["body_encoding"] = body_encoding
+    properties["delivery_tag"] = delivery_tag or str(uuid.uuid4())
+    envelope = {
+        "body": body,
+        "content-encoding": msg.content_encoding,
+        "content-type": msg.content_type,
+        "headers": msg.headers,
+        "properties": properties,
+    }
+    return str(kombu_dumps(envelope)).encode("utf-8")
+
+
+def from_envelope(raw: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> CeleryMessage:
+    """The message in an envelope; :class:`DecodeError` says why when it is not one."""
+    return decode_envelope(raw, max_size=max_size).message
+
+
+def _fail(reason: str) -> DecodeError:
+    return DecodeError(f"not a kombu envelope: {reason}")
+
+
+def _optional_str(envelope: dict[str, Any], key: str) -> str | None:
+    value = envelope.get(key)
+    if value is not None and not isinstance(value, str):
+        raise _fail(f"{key!r} is {type(value).__name__}, not a string")
+    return value
+
+
+def _body(envelope: dict[str, Any], encoding: str | None) -> bytes:
+    body = envelope.get("body")
+    if body is None:
+        return b""
+    if not isinstance(body, str):
+        raise _fail(f"body is {type(body).__name__}, not a string")
+    if encoding == "base64":
+        try:
+            return base64.b64decode("".join(body.split()), validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise _fail(f"body is not valid base64 ({exc})") from None
+    if encoding is None or encoding.lower() == "utf-8":
+        return body.encode("utf-8", "surrogatepass")
+    raise _fail(f"unsupported properties.body_encoding {encoding!r}")
+
+
+def decode_envelope(raw: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> Envelope:
+    """Read an envelope as kombu does, stricter: :class:`DecodeError` names what is wrong.
+
+    Refused: larger than ``max_size``, not JSON (or an unknown kombu ``__type__`` marker), not
+    an object, no ``properties`` object, a missing / null / empty ``delivery_tag``, a
+    non-object ``headers`` or ``delivery_info``, a body that is not valid base64, an unknown
+    ``body_encoding``.
+    """
+    if len(raw) > max_size:
+        raise _fail(f"{len(raw)} bytes exceed max_size={max_size}")
+    try:
+        envelope = kombu_loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _fail(f"not JSON ({exc})") from None
+    if not isinstance(envelope, dict):
+        raise _fail(f"a JSON {type(envelope).__name__}, not an object")
+    props = envelope.get("properties")
+    if not isinstance(props, dict):
+        raise _fail("no 'properties' object")
+    tag = props.get("delivery_tag")
+    if not isinstance(tag, str) or not tag:
+        raise _fail(f"properties.delivery_tag is {'null' if tag is None else repr(tag)}, "
+                    "not a non-empty string")
+    info = props.get("delivery_info")
+    if info is None:
+        info = {}
+    elif not isinstance(info, dict):
+        raise _fail("properties.delivery_info is not an object")
+    headers = envelope.get("headers")
+    if headers is None:
+        headers = {}
+    elif not isinstance(headers, dict):
+        raise _fail("headers is not an object")
+    encoding = props.get("body_encoding")
+    if encoding is not None and not isinstance(encoding, str):
+        raise _fail("properties.body_encoding is not a string")
+    message = CeleryMessage(
+        body=_body(envelope, encoding),
+        content_type=_optional_str(envelope, "content-type"),
+        content_encoding=_optional_str(envelope, "content-encoding"),
+        headers=headers,
+        properties={k: v for k, v in props.items() if k not in BOOKKEEPING},
+    )
+    redelivered = bool(envelope.get("redelivered") or info.get("redelivered"))
+    return Envelope(message, tag, info, encoding, redelivered)
+
+
+def mark_redelivered(raw: bytes) -> bytes:
+    """The envelope as kombu's Redis restore writes it back: ``headers.redelivered`` and
+    ``properties.delivery_info.redelivered`` set to true, key order kept."""
+    envelope = json.loads(raw)
+    headers = envelope.get("headers")
+    if isinstance(headers, dict):
+        headers["redelivered"] = True
+    info = envelope.get("properties", {}).get("delivery_info")
+    if isinstance(info, dict):
+        info["redelivered"] = True
+    return json.dumps(envelope).encode("utf-8")

@@ -1,0 +1,164 @@
+"""kombu's virtual-transport envelope: our bytes against kombu's own channel code."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from kombu import Connection
+from kombu.transport.virtual import Channel, Message
+from kombu.utils.json import dumps as kombu_dumps
+
+from bridge.errors import DecodeError
+from bridge.protocol.celery_message import CeleryMessage
+from bridge.protocol.kombu_envelope import (
+    decode_envelope,
+    from_envelope,
+    mark_redelivered,
+    to_envelope,
+)
+
+BODY = b'[[2, 3], {}, {"callbacks": null, "errbacks": null, "chain": null, "chord": null}]'
+HEADERS: dict[str, Any] = {
+    "lang": "py", "task": "tasks.add", "id": "1111", "shadow": None, "eta": None,
+    "expires": None, "group": None, "group_index": None, "retries": 0,
+    "timelimit": [None, None], "root_id": "1111", "parent_id": None, "argsrepr": "(2, 3)",
+    "kwargsrepr": "{}", "origin": "gen1@host", "ignore_result": False,
+    "replaced_task_nesting": 0, "stamped_headers": None, "stamps": {},
+}
+PROPERTIES: dict[str, Any] = {"correlation_id": "1111", "reply_to": "28a3a977",
+                              "delivery_mode": 2, "expiration": "60000"}
+
+
+@pytest.fixture
+def channel() -> Iterator[Channel]:
+    """A real kombu virtual channel (memory transport): kombu's own envelope code."""
+    with Connection("memory://") as conn:
+        yield conn.default_channel
+
+
+def kombu_envelope(channel: Channel, msg: CeleryMessage, priority: int, exchange: str,
+                   routing_key: str) -> dict[str, Any]:
+    """What kombu's Producer.publish hands to a virtual transport's ``_put``."""
+    payload: dict[str, Any] = channel.prepare_message(
+        msg.body.decode(), priority, msg.content_type, msg.content_encoding,
+        dict(msg.headers), dict(PROPERTIES))
+    channel._inplace_augment_message(payload, exchange, routing_key)
+    return payload
+
+
+@pytest.mark.parametrize(("priority", "exchange", "routing_key"),
+                         [(0, "", "celery"), (5, "", "q1"), (9, "tasks", "rk.x")])
+def test_bytes_equal_kombu(channel: Channel, priority: int, exchange: str,
+                           routing_key: str) -> None:
+    msg = CeleryMessage(BODY, headers=HEADERS, properties={**PROPERTIES, "priority": priority})
+    expected = kombu_envelope(channel, msg, priority, exchange, routing_key)
+    tag = expected["properties"]["delivery_tag"]
+    ours = to_envelope(msg, routing_key=routing_key, exchange=exchange, delivery_tag=tag)
+    assert ours == kombu_dumps(expected).encode()
+    assert list(json.loads(ours)) == ["body", "content-encoding", "content-type", "headers",
+                                      "properties"]
+
+
+def test_fresh_uuid4_tag_and_base64_body() -> None:
+    raw = json.loads(to_envelope(CeleryMessage(BODY), routing_key="celery"))
+    tag = raw["properties"]["delivery_tag"]
+    assert uuid.UUID(tag).version == 4
+    assert base64.b64decode(raw["body"]) == BODY
+    other = json.loads(to_envelope(CeleryMessage(BODY), routing_key="celery"))
+    assert other["properties"]["delivery_tag"] != tag
+
+
+def test_kombu_reads_ours(channel: Channel) -> None:
+    msg = CeleryMessage(BODY, headers=HEADERS, properties={**PROPERTIES, "priority": 3})
+    raw = to_envelope(msg, routing_key="celery")
+    kmsg = Message(json.loads(raw), channel=channel)
+    assert kmsg.body == BODY
+    assert kmsg.headers == HEADERS
+    assert kmsg.delivery_info == {"exchange": "", "routing_key": "celery"}
+    assert kmsg.properties["priority"] == 3
+    assert kmsg.decode() == [[2, 3], {}, {"callbacks": None, "errbacks": None, "chain": None,
+                                          "chord": None}]
+
+
+def test_round_trip_keeps_message_and_bookkeeping() -> None:
+    msg = CeleryMessage(b"\x93\x92\x01\x02\x80\xc0", "application/x-msgpack", "binary",
+                        HEADERS, {**PROPERTIES, "priority": 6})
+    raw = to_envelope(msg, routing_key="q", exchange="ex", delivery_tag="tag-1")
+    assert from_envelope(raw) == msg
+    env = decode_envelope(raw)
+    assert (env.delivery_tag, env.exchange, env.routing_key) == ("tag-1", "ex", "q")
+    assert env.body_encoding == "base64" and not env.redelivered
+
+
+def test_plain_text_body_encoding(channel: Channel) -> None:
+    msg = CeleryMessage(BODY, headers={"task": "tasks.add", "id": "x"})
+    raw = to_envelope(msg, routing_key="celery", body_encoding=None)
+    stored = json.loads(raw)
+    assert stored["body"] == BODY.decode() and stored["properties"]["body_encoding"] is None
+    assert from_envelope(raw).body == BODY
+    assert Message(stored, channel=channel).body == BODY
+    with pytest.raises(ValueError, match="base64"):
+        to_envelope(CeleryMessage(b"\xff"), routing_key="q", body_encoding=None)
+
+
+def test_kombu_markers_in_headers_are_decoded() -> None:
+    when = datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
+    raw = to_envelope(CeleryMessage(BODY, headers={"eta_obj": when}), routing_key="q")
+    assert b'"__type__": "datetime"' in raw
+    assert from_envelope(raw).headers == {"eta_obj": when}
+
+
+def _env(**changes: Any) -> bytes:
+    base = json.loads(to_envelope(CeleryMessage(BODY), routing_key="q", delivery_tag="t"))
+    for key, value in changes.items():
+        if key.startswith("p_"):
+            base["properties"][key[2:]] = value
+        else:
+            base[key] = value
+    return json.dumps(base).encode()
+
+
+@pytest.mark.parametrize(("raw", "reason"), [
+    (b"not json at all", "not JSON"),
+    (b'{"task": "tasks.add", "args": [1, 2]}', "no 'properties' object"),
+    (b"[1, 2, 3]", "a JSON list, not an object"),
+    (b'"text"', "a JSON str, not an object"),
+    (_env(p_delivery_tag=None), "delivery_tag is null"),
+    (_env(p_delivery_tag=""), "delivery_tag is ''"),
+    (_env(body="%%%not-base64"), "not valid base64"),
+    (_env(body=12), "body is int"),
+    (_env(headers=[1]), "headers is not an object"),
+    (_env(p_delivery_info="x"), "delivery_info is not an object"),
+    (_env(p_body_encoding="rot13"), "unsupported properties.body_encoding 'rot13'"),
+    (_env(headers={"x": {"__type__": "alien", "__value__": 1}}), "Unsupported type"),
+    (b"\xff\xfe garbage", "not JSON"),
+])
+def test_invalid_envelopes_say_why(raw: bytes, reason: str) -> None:
+    with pytest.raises(DecodeError, match="not a kombu envelope") as info:
+        decode_envelope(raw)
+    assert reason in str(info.value)
+
+
+def test_oversized_envelope_is_refused() -> None:
+    raw = to_envelope(CeleryMessage(b"x" * 1000), routing_key="q")
+    assert from_envelope(raw, max_size=len(raw)).body == b"x" * 1000
+    with pytest.raises(DecodeError, match=f"{len(raw)} bytes exceed max_size=100"):
+        from_envelope(raw, max_size=100)
+
+
+def test_mark_redelivered_as_kombu_restore() -> None:
+    raw = to_envelope(CeleryMessage(BODY, headers={"task": "t"}), routing_key="q",
+                      delivery_tag="t1")
+    again = json.loads(mark_redelivered(raw))
+    assert again["headers"] == {"task": "t", "redelivered": True}
+    assert again["properties"]["delivery_info"] == {"exchange": "", "routing_key": "q",
+                                                    "redelivered": True}
+    env = decode_envelope(mark_redelivered(raw))
+    assert env.redelivered and env.delivery_tag == "t1"
+    assert list(again) == list(json.loads(raw))
