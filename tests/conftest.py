@@ -19,3 +19,15 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     with local_redis(tmp_path_factory.mktemp("redis")) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def amqp_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real RabbitMQ: $BRIDGE_TEST_AMQP_URL if set, else a private rabbitmq-server.
+
+    Never skipped: without rabbitmq-server installed (``.ci/setup`` installs it) this fails.
+    """
+    from tests.rabbitmq import rabbitmq_url
+
+    with rabbitmq_url(tmp_path_factory.mktemp("rabbitmq")) as url:
+        yield url

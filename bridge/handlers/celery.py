@@ -47,7 +47,9 @@ SUCCESS, FAILURE, RETRY, REVOKED, STARTED = "SUCCESS", "FAILURE", "RETRY", "REVO
 class CeleryOptions:
     """How Celery-protocol messages are served (from the Celery app's settings)."""
 
-    default_queue: str = "celery"
+    default_queue: str = ""
+    """Where follow-ups without a queue go (Celery's task_default_queue); "" = the
+    consumed queue."""
     track_started: bool = False
     result_extended: bool = False
     serializer: str = "json"
@@ -74,6 +76,7 @@ class CeleryHandler(Handler):
         self.backend = backend
         self.options = options or CeleryOptions()
         self.hostname = self.options.hostname or f"bridge@{socket.gethostname()}"
+        self.default_queue = self.options.default_queue or queue
 
     # ------------------------------------------------------------------ one batch
 
@@ -189,7 +192,7 @@ class CeleryHandler(Handler):
                  ) -> tuple[TaskMeta | None, Any]:
         """The meta to store and the follow-ups to publish for one finished job."""
         ctask: CeleryTask = job.context
-        applier = Applier(self.options.default_queue, parent_id=ctask.id, root_id=ctask.root_id,
+        applier = Applier(self.default_queue, parent_id=ctask.id, root_id=ctask.root_id,
                           serializer=ctask.serializer)
         if raised is None:
             try:
@@ -276,7 +279,7 @@ class CeleryHandler(Handler):
         group_id = ctask.group
         body = ctask.chord
         assert group_id is not None and body is not None
-        applier = Applier(self.options.default_queue, parent_id=ctask.id,
+        applier = Applier(self.default_queue, parent_id=ctask.id,
                           root_id=ctask.root_id, serializer=ctask.serializer)
         try:
             results = self.backend.on_chord_part_return(group_id, ctask.group_index, ctask.id,
