@@ -134,23 +134,68 @@ config_option = click.option("--config", "config_path", type=click.Path(exists=T
               show_default=True, help="Run tasks in threads, or processes for CPU-bound work.")
 @click.option("--graceful-timeout", default=30.0, show_default=True,
               help="Seconds to let running tasks finish after SIGTERM.")
+@click.option("--celery-app", metavar="MODULE[:ATTR]",
+              help="Import this Celery app: its tasks are served (to Go producers too) and its "
+                   "queue, broker and result backend are used for Celery clients.")
+@click.option("--celery-queue", "celery_queues", multiple=True, metavar="NAME",
+              help="Celery queue to consume as well (repeatable; default with --celery-app: "
+                   "its task_default_queue).")
+@click.option("--celery-broker", metavar="URL", help="Broker of the Celery queues "
+              "(default: the Celery app's broker_url).")
+@click.option("--celery-backend", metavar="URL", help="Celery result backend (Redis) "
+              "(default: the Celery app's result_backend).")
+@click.option("--no-machinery", is_flag=True, help="Serve only the Celery queues.")
 @click.option("-l", "--loglevel", default="info", show_default=True)
 def worker(app_path: str | None, config_path: str | None, queue: str, concurrency: int,
-           pool: str, graceful_timeout: float, loglevel: str) -> None:
-    """Serve machinery tasks (from Go or Python producers) with your Python functions."""
+           pool: str, graceful_timeout: float, celery_app: str | None,
+           celery_queues: tuple[str, ...], celery_broker: str | None,
+           celery_backend: str | None, no_machinery: bool, loglevel: str) -> None:
+    """Serve machinery tasks (from Go or Python producers) with your Python functions,
+    and Celery clients' tasks from Celery queues."""
     _setup_logging(loglevel)
     app = _load_app(app_path, config_path)
-    logging.getLogger("bridge").info(
-        "broker %s, backend %s, %d tasks: %s", redact_url(app.config.broker),
-        redact_url(app.config.result_backend), len(app.tasks), ", ".join(sorted(app.tasks)))
+    handlers = _celery_handlers(app, celery_app, celery_queues, celery_broker, celery_backend)
+    log = logging.getLogger("bridge")
+    if not no_machinery:
+        log.info("broker %s, backend %s", redact_url(app.config.broker),
+                 redact_url(app.config.result_backend))
+    log.info("%d tasks: %s", len(app.tasks), ", ".join(sorted(app.tasks)))
     options = WorkerOptions(queue=queue, concurrency=concurrency, pool=pool,
                             graceful_timeout=graceful_timeout)
-    runner = Worker(app, options)
+    runner = Worker(app, options, handlers=handlers, machinery=not no_machinery)
     status = runner.run()
     if runner.busy:  # abandoned past the graceful timeout; they are back in the queue
         logging.shutdown()
         os._exit(status)
     sys.exit(status)
+
+
+def _celery_handlers(app: Bridge, celery_app: str | None, queues: tuple[str, ...],
+                     broker: str | None, backend: str | None) -> list[Any]:
+    """Handler factories for the Celery queues the worker options ask for."""
+    from bridge.celery_import import celery_settings, load_celery_app, register_celery_tasks
+    from bridge.handlers.celery import CeleryOptions, celery_handler_factory
+
+    if celery_app is None and not queues:
+        return []
+    options = CeleryOptions()
+    if celery_app is not None:
+        capp = load_celery_app(celery_app)
+        register_celery_tasks(app, capp)
+        settings = celery_settings(capp)
+        broker = broker or settings.broker_url
+        backend = backend or settings.result_backend
+        queues = queues or (settings.default_queue,)
+        options = CeleryOptions(default_queue=settings.default_queue,
+                                track_started=settings.track_started,
+                                result_extended=settings.result_extended,
+                                serializer=settings.task_serializer)
+    if not broker or not backend:
+        raise click.UsageError("--celery-queue needs --celery-broker and --celery-backend "
+                               "(or --celery-app)")
+    logging.getLogger("bridge").info("Celery queues %s on %s, results in %s",
+                                     ", ".join(queues), redact_url(broker), redact_url(backend))
+    return [celery_handler_factory(broker, backend, name, options) for name in queues]
 
 
 def _parse_value(text: str) -> Any:
