@@ -48,6 +48,10 @@ class WorkerOptions:
     poll_timeout: float = 0.5  # longest wait on an empty queue (machinery polls every 1 s)
     maintain_interval: float = 0.25  # heartbeat/delayed-mover checks (each runs when due)
     max_unregistered_backoff: float = 60.0
+    prefetch_multiplier: int | None = None
+    """Messages held per thread (fetched ahead of the threads); None: each handler's own
+    default (machinery 1, so a task is STARTED when a thread runs it; Celery 4, as
+    Celery's worker_prefetch_multiplier)."""
 
 
 class _TaskThreads:
@@ -140,15 +144,18 @@ class Worker:
                 # fetch for idle threads only, so a task is STARTED when a thread runs it;
                 # the last batch's acks ride along, and a finished batch is written with
                 # the new one
-                free = opts.concurrency - self._running
+                multiplier = opts.prefetch_multiplier or handler.prefetch_multiplier
+                free = opts.concurrency * multiplier - self._running
                 deliveries: list[Delivery] = []
                 acks = self._take_acks(handler)
                 if free > 0:
                     idle = not self._held and not busy
                     timeout = opts.poll_timeout / len(self.handlers) if idle else 0.0
                     deliveries = handler.consumer.fetch(handler.queue, free, timeout, ack=acks)
-                elif acks:
+                elif len(acks) >= 256:  # all threads busy for long: don't hold acks back
                     handler.consumer.ack(acks)
+                elif acks:  # they ride on the next fetch, when a thread is free
+                    self._acks[id(handler)] = acks + self._acks[id(handler)]
                 jobs = handler.step(by_handler.pop(id(handler), []), deliveries)
                 self._start(jobs, pool)
                 busy = busy or bool(deliveries)

@@ -63,6 +63,9 @@ class Host(Protocol):
 class Handler(ABC):
     """One consumed queue in one protocol."""
 
+    prefetch_multiplier = 1
+    """Messages fetched per worker thread by default (see WorkerOptions)."""
+
     def __init__(self, host: Host, consumer: Consumer, queue: str) -> None:
         self.host = host
         self.consumer = consumer

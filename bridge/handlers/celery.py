@@ -55,6 +55,8 @@ class CeleryOptions:
     serializer: str = "json"
     accept: tuple[str, ...] = ("json", "msgpack")
     hostname: str = ""
+    prefetch_multiplier: int = 4
+    """Celery's worker_prefetch_multiplier."""
 
 
 def _exception(exc_type: str, message: str, module: str) -> dict[str, Any]:
@@ -77,6 +79,7 @@ class CeleryHandler(Handler):
         self.options = options or CeleryOptions()
         self.hostname = self.options.hostname or f"bridge@{socket.gethostname()}"
         self.default_queue = self.options.default_queue or queue
+        self.prefetch_multiplier = self.options.prefetch_multiplier
 
     # ------------------------------------------------------------------ one batch
 

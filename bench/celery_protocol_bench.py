@@ -1,0 +1,96 @@
+"""Celery-protocol benchmark: our worker vs a Celery 5 worker on the same kind of queue.
+
+One Redis; N Celery no-op task messages (protocol 2, json, in kombu's envelope, the
+same bytes Celery's client writes) on a fresh queue per run; each worker writes Celery
+result metas (``celery-task-meta-<id>`` SUCCESS, with PUBLISH) and acknowledges after
+the task ran (acks_late). Rates are from the first take to the last result.
+
+Run (after `bash .ci/setup`)::
+
+    python -m bench.celery_protocol_bench --tasks 20000 --celery-tasks 3000
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import uuid
+
+import redis
+
+from bench.worker_bench import start, stop, wait_done
+from bridge.brokers.celery_redis import CeleryRedisBroker
+from bridge.localredis import local_redis
+from bridge.protocol.celery import encode_task, new_task
+
+
+def publish(url: str, queue: str, n: int) -> list[str]:
+    """N protocol-2 ``noop`` messages, batched; their task ids."""
+    broker = CeleryRedisBroker.from_url(url)
+    ids = []
+    try:
+        for offset in range(0, n, 5000):
+            tasks = [new_task("noop") for _ in range(min(5000, n - offset))]
+            broker.publish_messages(queue, [encode_task(t) for t in tasks])
+            ids += [t.id for t in tasks]
+    finally:
+        broker.close()
+    return ids
+
+
+def run(url: str, n: int, cmd: list[str], env: dict[str, str], client: redis.Redis,
+        queue: str) -> float:
+    """Tasks/s of the worker ``cmd`` over N fresh messages on ``queue``."""
+    client.flushdb()
+    ids = publish(url, queue, n)
+    proc = start(cmd, env)
+    try:
+        first, last = wait_done(client, queue, [f"celery-task-meta-{i}" for i in ids],
+                                b'"status": "SUCCESS"', timeout=900)
+    finally:
+        stop(proc)
+    return n / (last - first)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tasks", type=int, default=20000, help="messages for our worker")
+    parser.add_argument("--celery-tasks", type=int, default=3000, help="messages for Celery")
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=1)
+    args = parser.parse_args()
+    c = args.concurrency
+    with local_redis() as url:
+        client = redis.Redis.from_url(url)
+        queue = f"cbench_{uuid.uuid4().hex[:6]}"
+        env = {**os.environ, "BENCH_REDIS": url, "BENCH_QUEUE": queue, "BENCH_CELERY": "1"}
+        ours = [sys.executable, "-m", "bridge.cli", "worker", "--celery-app",
+                "bench.bench_apps:celery_app", "--celery-queue", queue, "--no-machinery",
+                "-c", str(c), "-l", "warning"]
+        celery = [sys.executable, "-m", "celery", "-A", "bench.bench_apps:celery_app",
+                  "worker", "-Q", queue, "-l", "warning", "--without-gossip",
+                  "--without-mingle", "--without-heartbeat"]
+        runs = {
+            f"bridge worker (-c {c}, Celery protocol)": (args.tasks, ours),
+            "Celery 5 worker (solo, acks_late)": (args.celery_tasks, [*celery, "-P", "solo"]),
+            f"Celery 5 worker (prefork -c {c}, acks_late)": (
+                args.celery_tasks, [*celery, "-P", "prefork", "-c", str(c)]),
+        }
+        rates: dict[str, list[float]] = {label: [] for label in runs}
+        for _ in range(args.rounds):
+            for label, (n, cmd) in runs.items():
+                rates[label].append(run(url, n, cmd, env, client, queue))
+    print(f"\n{'worker':48} {'tasks/s':>10}")
+    medians = {label: statistics.median(values) for label, values in rates.items()}
+    for label, value in medians.items():
+        spread = f"  ({min(rates[label]):,.0f}-{max(rates[label]):,.0f})" if args.rounds > 1 else ""
+        print(f"{label:48} {value:>10,.0f}{spread}")
+    ours_rate = medians[next(iter(runs))]
+    celery_best = max(v for k, v in medians.items() if k.startswith("Celery"))
+    print(f"\nbridge vs Celery's best on Celery-protocol messages: {ours_rate / celery_best:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
