@@ -229,3 +229,30 @@ def test_go_producer_calls_celery_app_tasks(served: Served, harness: dict[str, P
     assert reply == {"error": "from go"}, reply
     # and Celery clients are served by the same worker at the same time
     assert served.producer.send_task("tasks.add", (1, 2)).get(timeout=20) == 3
+
+
+def test_celery_clients_on_rabbitmq(redis_url: str, amqp_url: str) -> None:
+    """The same worker on a Celery queue of RabbitMQ (kombu's pyamqp layout), results in
+    Celery's Redis backend."""
+    queue = f"amqp_cq_{uuid.uuid4().hex[:8]}"
+    bridge = Bridge(Config(broker=redis_url, result_backend=redis_url))
+    register_celery_tasks(bridge, celery_tasks.app)
+    worker = Worker(bridge, WorkerOptions(poll_timeout=0.1),
+                    handlers=[celery_handler_factory(amqp_url, redis_url, queue)],
+                    machinery=False)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    producer = Celery("amqp-producer", broker=amqp_url, backend=redis_url)
+    producer.conf.update(task_default_queue=queue)
+    try:
+        assert producer.send_task("tasks.add", (20, 22)).get(timeout=30) == 42
+        add = signature("tasks.add", app=producer)
+        assert chain(add.clone((1, 2)), add.clone((3,))).apply_async().get(timeout=30) == 6
+        with pytest.raises(ValueError, match="rabbit"):
+            producer.send_task("tasks.fail", ("rabbit",)).get(timeout=30)
+        assert producer.send_task("tasks.add", (1, 1), countdown=1).get(timeout=30) == 2
+    finally:
+        worker.stop()
+        thread.join(timeout=30)
+        bridge.close()
+        _close_producer(producer)
