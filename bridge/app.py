@@ -33,8 +33,13 @@ def broker_from_config(config: Config) -> Broker:
         from bridge.brokers.redis import RedisBroker
 
         return RedisBroker.from_config(config)
+    if url.startswith(("amqp://", "amqps://")):
+        from bridge.brokers.amqp import AmqpBroker
+
+        return AmqpBroker.from_config(config)
     raise ConfigError(f"broker: unsupported URL scheme {url.split('://')[0]}:// "
-                      "(this version speaks redis://, rediss://, redis+socket://)", key="broker")
+                      "(this version speaks redis://, rediss://, redis+socket://, amqp://, "
+                      "amqps://)", key="broker")
 
 
 def backend_from_config(config: Config) -> Backend:

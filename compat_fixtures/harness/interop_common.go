@@ -16,13 +16,15 @@ import (
 // interopFlags are shared by worker / produce / send.
 type interopFlags struct {
 	broker, backend, queue string
+	prefetch               int
 	quiet                  bool
 }
 
 func (f *interopFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&f.broker, "broker", "", "broker URL, redis://[:pass@]host:port/db")
+	fs.StringVar(&f.broker, "broker", "", "broker URL, redis://[:pass@]host:port/db or amqp://user:pass@host:port/vhost")
 	fs.StringVar(&f.backend, "backend", "", "result backend URL, redis://[:pass@]host:port/db")
 	fs.StringVar(&f.queue, "queue", defaultQueue, "queue (Config.DefaultQueue; the worker also consumes it as custom queue)")
+	fs.IntVar(&f.prefetch, "prefetch", 16, "AMQP broker: amqp.prefetch_count")
 	fs.BoolVar(&f.quiet, "q", false, "discard machinery's own log output (default: on stderr)")
 }
 
@@ -50,6 +52,9 @@ func newInterop(f *interopFlags) (*interop, error) {
 	setMachineryLogger(log.New(logOut, "machinery: ", log.LstdFlags|log.Lmicroseconds))
 
 	cnf := &Config{DefaultQueue: f.queue, ResultsExpireIn: 3600}
+	if isAMQP(f.broker) {
+		cnf.AMQP = amqpConfig(f.queue, f.prefetch)
+	}
 	srv, err := newBrokerBackendServer(cnf, f.broker, f.backend)
 	if err != nil {
 		return nil, err

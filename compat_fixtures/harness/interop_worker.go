@@ -33,11 +33,21 @@ func runWorker(args []string) error {
 
 	// The Redis brokers call PreConsumeHandler right before every BLPOP,
 	// so its first call means "consuming": the one moment to say ready.
+	// The AMQP broker never calls it: there, ready = one more consumer on
+	// the queue than before Launch.
 	var ready sync.Once
+	sayReady := func() { ready.Do(func() { fmt.Fprintln(os.Stdout, "worker ready") }) }
 	w.SetPreConsumeHandler(func(*Worker) bool {
-		ready.Do(func() { fmt.Fprintln(os.Stdout, "worker ready") })
+		sayReady()
 		return true
 	})
+	if isAMQP(f.broker) {
+		before, err := amqpConsumers(f.broker, f.queue)
+		if err != nil {
+			return fmt.Errorf("amqp: %v", err)
+		}
+		go announceAMQPConsumer(f.broker, f.queue, before, sayReady)
+	}
 
 	// Launch returns ErrWorkerQuitGracefully after the first signal.
 	if err = w.Launch(); err == ErrWorkerQuitGracefully {

@@ -27,6 +27,7 @@ type (
 	GroupMeta   = tasks.GroupMeta
 	Server      = machinery.Server
 	Config      = config.Config
+	AMQPConfig  = config.AMQPConfig
 	Worker      = machinery.Worker
 	AsyncResult = result.AsyncResult
 )
@@ -59,7 +60,8 @@ func newRedisServer(cnf *Config, redisURL string) (*Server, error) {
 }
 
 // newBrokerBackendServer is newRedisServer with separate broker and backend
-// URLs (interop worker / producer). NOTE: v1's NewServer ignores backend
+// URLs (interop worker / producer); an amqp:// broker URL gets machinery's
+// AMQP broker from the same factory (cnf.AMQP must be set). NOTE: v1's NewServer ignores backend
 // factory errors (the backend is then nil and SendTask fails with "Result
 // backend required"), so a bad --backend URL only shows up there.
 func newBrokerBackendServer(cnf *Config, brokerURL, backendURL string) (*Server, error) {

@@ -8,6 +8,8 @@ import (
 	machinery "github.com/RichardKnop/machinery/v2"
 	redisbackend "github.com/RichardKnop/machinery/v2/backends/redis"
 	"github.com/RichardKnop/machinery/v2/backends/result"
+	amqpbroker "github.com/RichardKnop/machinery/v2/brokers/amqp"
+	"github.com/RichardKnop/machinery/v2/brokers/iface"
 	redisbroker "github.com/RichardKnop/machinery/v2/brokers/redis"
 	"github.com/RichardKnop/machinery/v2/config"
 	eagerlock "github.com/RichardKnop/machinery/v2/locks/eager"
@@ -29,6 +31,7 @@ type (
 	GroupMeta   = tasks.GroupMeta
 	Server      = machinery.Server
 	Config      = config.Config
+	AMQPConfig  = config.AMQPConfig
 	Worker      = machinery.Worker
 	AsyncResult = result.AsyncResult
 )
@@ -61,20 +64,27 @@ func newRedisServer(cnf *Config, redisURL string) (*Server, error) {
 }
 
 // newBrokerBackendServer is newRedisServer with separate broker and backend
-// URLs (interop worker / producer). cnf.Broker / cnf.ResultBackend are only
-// informational in v2 (the worker logs them); set them like v1 does.
+// URLs (interop worker / producer); an amqp:// broker URL gets machinery's
+// AMQP broker (cnf.AMQP must be set), which dials cnf.Broker. Otherwise
+// cnf.Broker / cnf.ResultBackend are only informational in v2 (the worker
+// logs them); set them like v1 does.
 func newBrokerBackendServer(cnf *Config, brokerURL, backendURL string) (*Server, error) {
-	bHost, bPassword, bDB, err := parseRedisURL(brokerURL)
-	if err != nil {
-		return nil, err
-	}
 	rHost, rPassword, rDB, err := parseRedisURL(backendURL)
 	if err != nil {
 		return nil, err
 	}
 	cnf.Broker = brokerURL
 	cnf.ResultBackend = backendURL
-	broker := redisbroker.New(cnf, bHost, "", bPassword, "", bDB)
+	var broker iface.Broker
+	if isAMQP(brokerURL) { // machinery's AMQP broker reads cnf.Broker and cnf.AMQP
+		broker = amqpbroker.New(cnf)
+	} else {
+		bHost, bPassword, bDB, err := parseRedisURL(brokerURL)
+		if err != nil {
+			return nil, err
+		}
+		broker = redisbroker.New(cnf, bHost, "", bPassword, "", bDB)
+	}
 	backend := redisbackend.New(cnf, rHost, "", rPassword, "", rDB)
 	return machinery.NewServer(cnf, broker, backend, eagerlock.New()), nil
 }
