@@ -270,10 +270,13 @@ def inspect(app_path: str | None, config_path: str | None, queues: tuple[str, ..
     app = _load_app(app_path, config_path)
     broker = app.broker
     click.echo(f"broker {redact_url(app.config.broker)}")
-    click.echo(f"delayed tasks: {broker.delayed_count()}")  # type: ignore[attr-defined]
+    delayed_count = getattr(broker, "delayed_count", None)
+    if delayed_count is not None:  # AMQP delay queues can't be listed without the admin API
+        click.echo(f"delayed tasks: {delayed_count()}")
     for queue in queues or (app.config.default_queue,):
         click.echo(f"queue {queue}: {broker.queue_depth(queue)} waiting")  # type: ignore[attr-defined]
-        for worker_id, count in broker.processing(queue).items():  # type: ignore[attr-defined]
+        processing = getattr(broker, "processing", None)
+        for worker_id, count in (processing(queue) if processing else {}).items():
             click.echo(f"  held by worker {worker_id}: {count}")
         dead = broker.dead_letters(queue, 0, -1)  # type: ignore[attr-defined]
         click.echo(f"  dead letters: {len(dead)}")
