@@ -14,6 +14,7 @@ import click
 
 from bridge import __version__
 from bridge.app import Bridge
+from bridge.cli_relay import relay as relay_command
 from bridge.config import Config, ConfigError, redact_url
 from bridge.errors import BridgeError
 from bridge.pretty import decode_any, describe
@@ -309,6 +310,9 @@ def demo(config_path: str | None) -> None:
     from bridge.demo import run_demo
 
     run_demo(config_path)
+
+
+main.add_command(relay_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

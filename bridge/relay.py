@@ -1,0 +1,220 @@
+"""``mbridge relay``: translate one system's queue into the other's, and carry results back.
+
+One loop, batched. Each turn it fetches up to ``batch`` messages from the source queue
+(acknowledging the previous turn's, whose translations are already published), hands them
+to the direction's :class:`Side` (``bridge.relay_forward`` for Celery → machinery,
+``bridge.relay_reverse`` for machinery → Celery), and, every ``poll_interval``, reads the
+states of every task id it still owes a result for in one round trip per 1,000 ids and
+writes the finished ones into the producing side's result backend.
+
+The ids in flight live in Redis (``bridge.relay_track``), so a restart loses nothing.
+A message is acknowledged only after its translation is published (a crash duplicates
+at most); results are written idempotently (Celery's store skips a stored SUCCESS). SIGTERM
+or SIGINT stops fetching, acknowledges what was published and gives back what was held.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections import Counter
+from types import FrameType
+
+from bridge.brokers.base import Delivery
+from bridge.config import ConfigError
+from bridge.endpoints import Endpoint
+from bridge.relay_forward import CeleryToMachinery
+from bridge.relay_reverse import MachineryToCelery
+from bridge.relay_track import (
+    CHORD,
+    DROP,
+    FAIL,
+    Outcome,
+    RelayOptions,
+    Side,
+    Tracked,
+    chord_error,
+    inflight_key,
+)
+
+__all__ = ["Relay", "RelayOptions", "Side", "chord_error", "inflight_key", "open_relay",
+           "relay_name"]
+
+log = logging.getLogger("bridge.relay")
+
+_CHUNK = 1000
+
+
+class Relay:
+    """Runs one :class:`Side` until stopped (see the module docstring)."""
+
+    def __init__(self, side: Side) -> None:
+        self.side = side
+        self.options = side.options
+        self.inflight = side.inflight
+        self._stopping = threading.Event()
+        self._signals = 0
+        self._acks: list[Delivery] = []
+
+    @property
+    def stats(self) -> Counter[str]:
+        """relayed, parked, results, dropped... since start."""
+        return self.side.stats
+
+    def stop(self) -> None:
+        """Stop after the current turn."""
+        self._stopping.set()
+
+    def run(self) -> int:
+        """Relay until stopped (SIGTERM/SIGINT or :meth:`stop`); returns exit status 0."""
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._on_signal)
+            signal.signal(signal.SIGINT, self._on_signal)
+        loaded = self.inflight.load()
+        side = self.side
+        log.info("relaying %s (%d results in flight, bookkeeping %s)", side.queue, loaded,
+                 self.inflight.key)
+        next_poll = 0.0
+        errors = 0
+        while not self._stopping.is_set():
+            try:
+                self._turn(next_poll)
+                if time.monotonic() >= next_poll:
+                    self.carry()
+                    next_poll = time.monotonic() + self.options.poll_interval
+                errors = 0
+            except Exception:
+                errors += 1
+                delay = min(30.0, 0.5 * 2 ** min(errors, 6))
+                log.exception("relay turn failed; retrying in %.1fs", delay)
+                self._stopping.wait(delay)
+        self._shutdown()
+        return 0
+
+    def _turn(self, next_poll: float) -> None:
+        side = self.side
+        side.maintain()
+        timeout = self.options.fetch_timeout
+        if self.inflight or side.held():
+            timeout = min(timeout, max(0.0, next_poll - time.monotonic()))
+        acks, self._acks = self._acks, []
+        try:
+            deliveries = side.consumer.fetch(side.queue, self.options.batch, timeout, ack=acks)
+        except Exception:
+            self._acks = acks + self._acks  # acknowledging twice is harmless
+            raise
+        if deliveries:
+            self._acks += side.relay(deliveries)
+        self._acks += side.settle()
+
+    # ------------------------------------------------------------------ results
+
+    def carry(self) -> int:
+        """Read every tracked id's state (batched) and write the finished ones; returns how
+        many results were written."""
+        uuids = list(self.inflight.entries)
+        if not uuids:
+            return 0
+        outcomes: dict[str, Outcome] = {}
+        for start in range(0, len(uuids), _CHUNK):
+            outcomes.update(self.side.read(uuids[start:start + _CHUNK]))
+        done, forget = self._resolve(outcomes)
+        now = time.time()
+        for uuid, entry in self.inflight.entries.items():
+            if uuid not in done and uuid not in forget and now - entry.since > self.options.max_age:
+                log.warning("task %s (%s): no result after %.0fs; forgotten", uuid, entry.name,
+                            now - entry.since)
+                forget.add(uuid)
+                self.stats["expired"] += 1
+        if done:
+            self.side.write(list(done.values()))
+            self.stats["results"] += len(done)
+        self.inflight.remove([*done, *forget])
+        return len(done)
+
+    def _resolve(self, outcomes: dict[str, Outcome]
+                 ) -> tuple[dict[str, tuple[Tracked, Outcome]], set[str]]:
+        """Outcomes plus what they imply for dependents (chain members fail with their head,
+        a chord body with a failed header task; errbacks of a success never run)."""
+        entries = self.inflight.entries
+        done: dict[str, tuple[Tracked, Outcome]] = {}
+        forget: set[str] = set()
+        work = [(entries[u], o) for u, o in outcomes.items() if u in entries]
+        while work:
+            entry, outcome = work.pop()
+            if entry.uuid in done:
+                continue
+            done[entry.uuid] = (entry, outcome)
+            if outcome.success:
+                forget.update(u for u in entry.on_success if u not in done)
+                continue
+            for uuid, how in entry.on_failure:
+                dependent = entries.get(uuid)
+                if dependent is None or uuid in done or uuid in outcomes:
+                    continue
+                if how == DROP:
+                    forget.add(uuid)
+                elif how == FAIL:
+                    work.append((dependent, outcome))
+                elif how == CHORD:
+                    work.append((dependent, chord_error(entry.uuid, outcome)))
+        return done, forget - set(done)
+
+    # ------------------------------------------------------------------ stopping
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._signals += 1
+        if self._signals == 1:
+            log.warning("signal %s received: finishing this turn, then exiting",
+                        signal.Signals(signum).name)
+            self.stop()
+            return
+        log.warning("second signal: giving back held messages and exiting now")
+        self._give_back()
+        os._exit(0)
+
+    def _shutdown(self) -> None:
+        side = self.side
+        try:
+            if self._acks:
+                side.consumer.ack(self._acks)
+                self._acks = []
+        except Exception:
+            log.exception("could not acknowledge %d published messages (they will be "
+                          "relayed again)", len(self._acks))
+        self._give_back()
+        side.close()
+        log.info("relay stopped (%d results still in flight, kept in %s)", len(self.inflight),
+                 self.inflight.key)
+
+    def _give_back(self) -> None:
+        for delivery in self.side.held():
+            try:
+                self.side.consumer.requeue(delivery)
+            except Exception:
+                log.exception("could not give a message back to %s; broker recovery will",
+                              delivery.queue)
+
+
+def relay_name(source: Endpoint, target: Endpoint) -> str:
+    """The default bookkeeping name: ``celery.celery-machinery.machinery_tasks``."""
+    return f"{source.protocol}.{source.queue}-{target.protocol}.{target.queue}"
+
+
+def open_relay(source: Endpoint, target: Endpoint,
+               options: RelayOptions | None = None) -> Relay:
+    """A relay from ``source`` to ``target`` (one Celery and one machinery endpoint)."""
+    options = options or RelayOptions()
+    pair = (source.protocol, target.protocol)
+    if pair == ("celery", "machinery"):
+        return Relay(CeleryToMachinery.open(source, target, options,
+                                            options.name or relay_name(source, target)))
+    if pair == ("machinery", "celery"):
+        return Relay(MachineryToCelery.open(source, target, options,
+                                            options.name or relay_name(source, target)))
+    raise ConfigError(f"relay: from {source.protocol} to {target.protocol} is not a "
+                      "translation (one side celery+..., the other machinery+...)",
+                      key="endpoint")

@@ -1,0 +1,366 @@
+"""Celery → machinery: Celery producers' tasks run by Go (or bridge) machinery workers.
+
+Each Celery message is decoded and translated to a Signature with typed args (by the schema
+for the tasks it names, else by inference; by default a value without a Go type is refused),
+every routing key in its tree pointed at the machinery queue, then sent as machinery's
+SendTask does: PENDING state, then publish. Chord header tasks wait until the whole header
+arrived (its size is the ``.s`` key the Celery producer writes) and go out as machinery's
+SendChord does: InitGroup, PENDING for each, publish, each member carrying the callback and
+GroupTaskCount, so Go workers trigger the callback. A plain group's tasks go out one by one
+(Celery writes no group size): machinery only needs one for chords.
+
+Results go back as Celery metas when machinery's TaskState is SUCCESS (the typed results as
+Python: one → the value, several → a list, none → None) or FAILURE (a ``GoError`` carrying
+the Go error text). A failed chain member fails the rest of the chain, a failed header task
+the chord body (ChordError), as a Celery worker would. An expired task is REVOKED, as a
+Celery worker would; a message that cannot be translated gets a FAILURE meta naming the
+reason and is parked in the Celery broker's dead letters.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from bridge.backends.base import Backend, new_state
+from bridge.backends.celery_redis import CeleryRedisBackend, TaskMeta, go_error
+from bridge.brokers.base import Broker, CeleryBroker, Delivery
+from bridge.endpoints import Endpoint
+from bridge.errors import ArgTranslationError, BridgeError, DecodeError
+from bridge.protocol.celery import CeleryTask, decode_task, to_signature
+from bridge.protocol.celery_canvas import CeleryTranslationError
+from bridge.protocol.machinery import PENDING, Arg, Signature, TaskState
+from bridge.relay_track import (
+    CHORD,
+    FAIL,
+    InFlight,
+    Outcome,
+    RelayOptions,
+    Side,
+    Tracked,
+    inflight_key,
+    point_at,
+    track_signature,
+)
+from bridge.schema import TaskSchema, infer_args
+from bridge.types import result_to_python
+
+__all__ = ["CeleryToMachinery", "SchemaOrInference", "refused"]
+
+log = logging.getLogger("bridge.relay")
+
+_UNTRANSLATABLE = (CeleryTranslationError, ArgTranslationError, DecodeError)
+
+
+class SchemaOrInference:
+    """Args typed by the schema for the tasks it names, by inference for the others."""
+
+    def __init__(self, schema: TaskSchema | None) -> None:
+        self.schema = schema
+
+    def type_args(self, task_name: str, args: Sequence[Any], kwargs: Mapping[str, Any], *,
+                  strict: bool = False) -> list[Arg]:
+        if self.schema is not None and task_name in self.schema.tasks:
+            return self.schema.type_args(task_name, args, kwargs, strict=strict)
+        return infer_args(task_name, args, kwargs, strict=strict)
+
+
+@dataclass(slots=True)
+class _Chord:
+    """Header tasks of one chord, held until all arrived."""
+
+    since: float
+    members: dict[int, tuple[Delivery, CeleryTask]] = field(default_factory=dict)
+    extra: list[tuple[Delivery, CeleryTask]] = field(default_factory=list)
+
+
+class CeleryToMachinery(Side):
+    """Consumes a Celery queue, publishes to a machinery queue (see the module docstring)."""
+
+    def __init__(self, source: CeleryBroker, source_queue: str, results: CeleryRedisBackend,
+                 broker: Broker, backend: Backend, queue: str, inflight: InFlight,
+                 options: RelayOptions) -> None:
+        super().__init__(inflight, options)
+        self.consumer = source
+        self.source: CeleryBroker = source
+        self.queue = source_queue
+        self.results = results
+        self.broker = broker
+        self.backend = backend
+        self.target_queue = queue
+        self._typer = SchemaOrInference(options.schema)
+        self._chords: dict[str, _Chord] = {}
+
+    @classmethod
+    def open(cls, source: Endpoint, target: Endpoint, options: RelayOptions,
+             name: str) -> CeleryToMachinery:
+        results = cast(CeleryRedisBackend, source.open_backend())
+        return cls(source.open_broker(), source.queue, results, target.open_broker(),
+                   target.open_backend(), target.queue, InFlight(results.client,
+                                                                 inflight_key(name)), options)
+
+    # ------------------------------------------------------------------ tasks out
+
+    def relay(self, deliveries: list[Delivery]) -> list[Delivery]:
+        sigs: list[Signature] = []
+        tracked: list[Tracked] = []
+        metas: list[TaskMeta] = []
+        parks: list[tuple[Delivery, str]] = []
+        acks: list[Delivery] = []
+        now = datetime.now(UTC)
+        for delivery in deliveries:
+            ctask = self._decode(delivery, metas, parks)
+            if ctask is None:
+                continue
+            try:
+                expires = ctask.expires
+            except DecodeError:
+                expires = None
+            if expires is not None and now > expires:
+                log.info("task %s (%s) expired at %s: REVOKED", ctask.id, ctask.name, expires)
+                metas.append(self._meta(ctask, "REVOKED", {
+                    "exc_type": "TaskRevokedError", "exc_message": ["expired"],
+                    "exc_module": "celery.exceptions"}))
+                acks.append(delivery)
+                continue
+            if ctask.chord is not None and ctask.group:
+                self._hold(delivery, ctask)
+                continue
+            try:
+                sig = self._translate(ctask, 0)
+            except _UNTRANSLATABLE as exc:
+                self._refuse(delivery, ctask, exc, metas, parks)
+                continue
+            sigs.append(sig)
+            tracked += self._track(sig, ctask)
+            acks.append(delivery)
+        try:
+            self._send(sigs, tracked, metas, [])
+        except Exception:
+            self._give_back([*acks, *(d for d, _ in parks)])
+            raise
+        self._park(parks)
+        self.stats["relayed"] += len(sigs)
+        return acks
+
+    def _decode(self, delivery: Delivery, metas: list[TaskMeta],
+                parks: list[tuple[Delivery, str]]) -> CeleryTask | None:
+        message = delivery.message
+        if message is None:
+            parks.append((delivery, "not a kombu message"))
+            return None
+        try:
+            return decode_task(message)
+        except DecodeError as exc:
+            reason = f"undecodable Celery message: {exc}"
+            task_id = message.headers.get("id") if isinstance(message.headers, dict) else None
+            if isinstance(task_id, str) and task_id:
+                metas.append(TaskMeta(task_id, "FAILURE", refused(exc)))
+            parks.append((delivery, reason))
+            return None
+
+    def _translate(self, ctask: CeleryTask, group_task_count: int) -> Signature:
+        sig = to_signature(ctask, types=self._typer, queue=self.target_queue,
+                           group_task_count=group_task_count, strict=self.options.strict)
+        if sig.chord_callback is not None and not sig.group_uuid:
+            raise CeleryTranslationError("a chord body without a group id cannot be "
+                                         "triggered by machinery")
+        if sig.headers is None:
+            sig.headers = {}
+        return point_at(sig, self.target_queue)
+
+    def _track(self, sig: Signature, ctask: CeleryTask) -> list[Tracked]:
+        tracked = track_signature(sig, group=ctask.group, parent=ctask.parent_id,
+                                  chain_failure=FAIL, chord_failure=CHORD)
+        if ctask.headers.get("ignore_result") is True:
+            tracked = [t for t in tracked if t.uuid != sig.uuid]
+        return tracked
+
+    def _refuse(self, delivery: Delivery, ctask: CeleryTask, exc: BaseException,
+                metas: list[TaskMeta], parks: list[tuple[Delivery, str]]) -> None:
+        reason = f"cannot translate task {ctask.name} ({ctask.id}) for machinery: {exc}"
+        log.error("%s; parked in dead letters", reason)
+        metas.append(self._meta(ctask, "FAILURE", refused(exc)))
+        parks.append((delivery, reason))
+
+    def _meta(self, ctask: CeleryTask, state: str, result: Any) -> TaskMeta:
+        return TaskMeta(ctask.id, state, result, group_id=ctask.group, parent_id=ctask.parent_id)
+
+    def _send(self, sigs: Sequence[Signature], tracked: Sequence[Tracked],
+              metas: Sequence[TaskMeta], groups: Sequence[tuple[str, list[str]]]) -> None:
+        """Track, InitGroup, PENDING, publish (machinery's SendTask/SendChord order)."""
+        self.inflight.add(tracked)
+        for group_uuid, uuids in groups:
+            self.backend.init_group(group_uuid, uuids)
+        if sigs:
+            self.backend.set_states([new_state(s, PENDING) for s in sigs])
+            self.broker.publish(sigs)
+        if metas:
+            self.results.store_many(metas)
+
+    def _park(self, parks: Sequence[tuple[Delivery, str]]) -> None:
+        for delivery, reason in parks:
+            try:
+                self.source.dead_letter(delivery, reason)
+                self.stats["parked"] += 1
+            except Exception:
+                log.exception("could not park a message of %s; it stays unacked",
+                              delivery.queue)
+
+    def _give_back(self, deliveries: Sequence[Delivery]) -> None:
+        for delivery in deliveries:
+            try:
+                self.source.requeue(delivery)
+            except Exception:
+                log.exception("could not give a message back to %s", delivery.queue)
+
+    # ------------------------------------------------------------------ chords
+
+    def _hold(self, delivery: Delivery, ctask: CeleryTask) -> None:
+        group = cast(str, ctask.group)
+        chord = self._chords.setdefault(group, _Chord(time.monotonic()))
+        index = ctask.group_index
+        if index is None or index in chord.members:
+            chord.extra.append((delivery, ctask))
+        else:
+            chord.members[index] = (delivery, ctask)
+
+    def held(self) -> list[Delivery]:
+        return [d for c in self._chords.values()
+                for d, _ in (*c.members.values(), *c.extra)]
+
+    def settle(self) -> list[Delivery]:
+        """Send every chord whose header is complete (size from Celery's ``.s`` key); fail
+        the ones still incomplete after ``chord_timeout``."""
+        if not self._chords:
+            return []
+        groups = list(self._chords)
+        sizes = self.results.client.mget([self.results.group_key(g, ".s") for g in groups])
+        acks: list[Delivery] = []
+        for group, raw in zip(groups, sizes, strict=True):
+            chord = self._chords[group]
+            size = int(raw) if raw else None
+            parts = len(chord.members) + len(chord.extra)
+            if size is not None and parts >= size:
+                acks += self._send_chord(group, chord, size)
+            elif time.monotonic() - chord.since > self.options.chord_timeout:
+                acks += self._fail_chord(group, chord, CeleryTranslationError(
+                    f"chord {group}: {parts} header task(s) of "
+                    f"{size if size is not None else 'an unknown number'} arrived in "
+                    f"{self.options.chord_timeout:.0f}s"))
+        return acks
+
+    def _send_chord(self, group: str, chord: _Chord, size: int) -> list[Delivery]:
+        parts = [chord.members[i] for i in sorted(chord.members)] + chord.extra
+        if len(parts) != size or sorted(chord.members) != list(range(size)):
+            return self._fail_chord(group, chord, CeleryTranslationError(
+                f"chord {group}: header tasks do not carry group_index 0..{size - 1}"))
+        try:
+            sigs = [self._translate(ctask, size) for _, ctask in parts]
+        except _UNTRANSLATABLE as exc:
+            return self._fail_chord(group, chord, exc)
+        tracked = [t for (_, ctask), sig in zip(parts, sigs, strict=True)
+                   for t in self._track(sig, ctask)]
+        del self._chords[group]
+        deliveries = [d for d, _ in parts]
+        try:
+            self._send(sigs, tracked, [], [(group, [s.uuid for s in sigs])])
+        except Exception:
+            self._give_back(deliveries)
+            raise
+        self.stats["relayed"] += len(sigs)
+        log.info("chord %s: %d header tasks sent to %s", group, size, self.target_queue)
+        return deliveries
+
+    def _fail_chord(self, group: str, chord: _Chord, exc: BaseException) -> list[Delivery]:
+        """Every header task FAILURE, the body ChordError, all parked."""
+        del self._chords[group]
+        parts = [*chord.members.values(), *chord.extra]
+        metas: list[TaskMeta] = []
+        parks: list[tuple[Delivery, str]] = []
+        for delivery, ctask in parts:
+            self._refuse(delivery, ctask, exc, metas, parks)
+        body = (parts[0][1].chord or {}) if parts else {}
+        body_id = (body.get("options") or {}).get("task_id")
+        if isinstance(body_id, str) and body_id:
+            text = f"chord {group} could not be relayed: {exc}"
+            metas.append(TaskMeta(body_id, "FAILURE", {
+                "exc_type": "ChordError", "exc_message": [text],
+                "exc_module": "celery.exceptions"}, group_id=group))
+        self.results.store_many(metas)
+        self._park(parks)
+        return []
+
+    # ------------------------------------------------------------------ results back
+
+    def read(self, uuids: Sequence[str]) -> dict[str, Outcome]:
+        try:
+            states = self.backend.get_states(uuids)
+        except DecodeError:
+            states = [self._one_state(u) for u in uuids]
+        out: dict[str, Outcome] = {}
+        for uuid, state in zip(uuids, states, strict=True):
+            if state is not None and state.is_completed():
+                out[uuid] = _outcome(state)
+        return out
+
+    def _one_state(self, uuid: str) -> TaskState | None:
+        try:
+            return self.backend.get_state(uuid)
+        except DecodeError as exc:
+            return TaskState(uuid, state="FAILURE", error=f"undecodable machinery state: {exc}")
+
+    def write(self, done: Sequence[tuple[Tracked, Outcome]]) -> None:
+        metas = [_meta(entry, outcome) for entry, outcome in done]
+        try:
+            self.results.store_many(metas)
+            return
+        except (TypeError, ValueError):
+            pass
+        for meta in metas:  # one result Celery's serializer refuses must not block the rest
+            try:
+                self.results.store_many([meta])
+            except (TypeError, ValueError) as exc:
+                self.results.store_many([TaskMeta(meta.task_id, "FAILURE", {
+                    "exc_type": "EncodeError", "exc_message": [str(exc)],
+                    "exc_module": "kombu.exceptions"}, group_id=meta.group_id,
+                    parent_id=meta.parent_id)])
+
+    def close(self) -> None:
+        for closable in (self.source, self.broker, self.backend, self.results):
+            try:
+                closable.close()
+            except Exception:
+                log.debug("closing %r failed", closable, exc_info=True)
+
+
+def refused(exc: BaseException, text: str = "") -> dict[str, Any]:
+    """Celery's exception dict for a bridge error. Its module is one no client imports, so
+    every Celery client rebuilds it as an exception of that name carrying the text."""
+    return {"exc_type": type(exc).__name__, "exc_message": [text or str(exc)],
+            "exc_module": "mbridge.relay"}
+
+
+def _outcome(state: TaskState) -> Outcome:
+    """A completed machinery state as an outcome: typed results as Python values."""
+    if state.is_failure():
+        return Outcome(False, error=state.error, exception=go_error(state.error))
+    try:
+        values = [result_to_python(r) for r in state.results or () if r is not None]
+    except BridgeError as exc:
+        text = f"result of {state.task_uuid} cannot be read: {exc}"
+        return Outcome(False, error=text, exception=refused(exc, text))
+    value = None if not values else values[0] if len(values) == 1 else values
+    return Outcome(True, value=value)
+
+
+def _meta(entry: Tracked, outcome: Outcome) -> TaskMeta:
+    if outcome.success:
+        return TaskMeta(entry.uuid, "SUCCESS", outcome.value, group_id=entry.group,
+                        parent_id=entry.parent)
+    return TaskMeta(entry.uuid, "FAILURE", outcome.exception or go_error(outcome.error),
+                    group_id=entry.group, parent_id=entry.parent)

@@ -1,0 +1,277 @@
+"""machinery → Celery: Go producers' tasks run by Celery workers.
+
+Each machinery message (a Signature, as Go's SendTask/SendChain/SendGroup/SendChord publish
+it) becomes the Celery message ``from_signature`` + ``encode_task`` make (typed args as
+plain values, OnSuccess → link, OnError → link_error, ChordCallback → the chord body, every
+routing key pointed at the Celery queue). The relay writes RECEIVED, as a machinery worker
+would, and for a chord member Celery's chord size (``.s``) and the member's group_index (its
+place in the group meta), so Celery's chord join calls the body once with the results in
+machinery's order.
+
+Results go back as machinery TaskStates when the Celery meta is ready: SUCCESS with results
+typed by the schema's result types (else inferred: int → int64, a list → ``[]T``, a dict →
+``map[string]interface {}``...), FAILURE/REVOKED with the exception text as the Go error
+string, so Go's ``AsyncResult.Get`` returns or fails as with a Go worker.
+
+Semantics that differ and cannot be bridged: a Celery link gets the parent's result as its
+*first* argument (machinery appends it last), and a chord body gets the results as one list.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, cast
+
+from bridge.backends.base import Backend, new_state
+from bridge.backends.celery_redis import READY_STATES, CeleryRedisBackend
+from bridge.brokers.base import Broker, CeleryBroker, Delivery
+from bridge.endpoints import Endpoint
+from bridge.errors import ArgTranslationError, BridgeError, DecodeError, EncodeError
+from bridge.protocol.celery import encode_task, from_signature
+from bridge.protocol.celery_message import CeleryMessage
+from bridge.protocol.machinery import (
+    FAILURE,
+    RECEIVED,
+    SUCCESS,
+    GroupMeta,
+    Signature,
+    TaskResult,
+    TaskState,
+)
+from bridge.relay_track import (
+    DROP,
+    InFlight,
+    Outcome,
+    RelayOptions,
+    Side,
+    Tracked,
+    inflight_key,
+    point_at,
+    track_signature,
+)
+from bridge.schema import TaskSchema
+from bridge.types import to_result
+
+__all__ = ["MachineryToCelery", "error_text", "typed_results"]
+
+log = logging.getLogger("bridge.relay")
+
+
+class MachineryToCelery(Side):
+    """Consumes a machinery queue, publishes to a Celery queue (see the module docstring)."""
+
+    def __init__(self, source: Broker, source_queue: str, backend: Backend,
+                 broker: CeleryBroker, results: CeleryRedisBackend, queue: str,
+                 inflight: InFlight, options: RelayOptions) -> None:
+        super().__init__(inflight, options)
+        self.consumer = source
+        self.source: Broker = source
+        self.queue = source_queue
+        self.backend = backend
+        self.broker = broker
+        self.results = results
+        self.target_queue = queue
+
+    @classmethod
+    def open(cls, source: Endpoint, target: Endpoint, options: RelayOptions,
+             name: str) -> MachineryToCelery:
+        results = cast(CeleryRedisBackend, target.open_backend())
+        return cls(source.open_broker(), source.queue, source.open_backend(),
+                   target.open_broker(), results, target.queue,
+                   InFlight(results.client, inflight_key(name)), options)
+
+    # ------------------------------------------------------------------ tasks out
+
+    def relay(self, deliveries: list[Delivery]) -> list[Delivery]:
+        decoded: list[tuple[Delivery, Signature]] = []
+        parks: list[tuple[Delivery, str]] = []
+        for delivery in deliveries:
+            try:
+                decoded.append((delivery, Signature.from_json(delivery.body)))
+            except DecodeError as exc:
+                parks.append((delivery, f"undecodable machinery message: {exc}"))
+        members = self._group_members({s.group_uuid for _, s in decoded
+                                       if s.group_uuid and s.chord_callback is not None})
+        messages: list[CeleryMessage] = []
+        tracked: list[Tracked] = []
+        states: list[TaskState] = []
+        chord_sizes: dict[str, int] = {}
+        acks: list[Delivery] = []
+        for delivery, sig in decoded:
+            try:
+                message = self._translate(sig, members)
+            except (BridgeError, ValueError, TypeError) as exc:
+                reason = f"cannot translate task {sig.name} ({sig.uuid}) for Celery: {exc}"
+                log.error("%s; parked in dead letters", reason)
+                parks.append((delivery, reason))
+                if sig.uuid:
+                    states.append(new_state(sig, FAILURE, error=reason))
+                continue
+            messages.append(message)
+            acks.append(delivery)
+            if sig.uuid:
+                states.append(new_state(sig, RECEIVED))
+            tracked += track_signature(sig, group=None, parent=None, chain_failure=DROP,
+                                       chord_failure=None)
+            if sig.chord_callback is not None and sig.group_uuid:
+                chord_sizes[sig.group_uuid] = sig.group_task_count
+        try:
+            self.inflight.add(tracked)
+            if states:
+                self.backend.set_states(states)
+            for group, size in chord_sizes.items():
+                self.results.set_chord_size(group, size)
+            if messages:
+                self.broker.publish_messages(self.target_queue, messages)
+        except Exception:
+            for delivery in [*acks, *(d for d, _ in parks)]:
+                self._requeue(delivery)
+            raise
+        for delivery, reason in parks:
+            try:
+                self.source.dead_letter(delivery, reason)
+                self.stats["parked"] += 1
+            except Exception:
+                log.exception("could not park a message of %s", delivery.queue)
+        self.stats["relayed"] += len(messages)
+        return acks
+
+    def _translate(self, sig: Signature, members: dict[str, list[str]]) -> CeleryMessage:
+        for sub in (*(sig.on_success or ()), *(sig.on_error or ()), sig.chord_callback):
+            if sub is not None:
+                point_at(sub, self.target_queue)
+        index = None
+        uuids = members.get(sig.group_uuid) if sig.chord_callback is not None else None
+        if uuids is not None and sig.uuid in uuids:
+            index = uuids.index(sig.uuid)
+        return encode_task(from_signature(sig, group_index=index))
+
+    def _group_members(self, groups: set[str]) -> dict[str, list[str]]:
+        """TaskUUIDs of each group meta (one MGET); a missing or bad meta is left out."""
+        client = getattr(self.backend, "client", None)
+        if not groups or client is None:
+            return {}
+        names = sorted(groups)
+        out: dict[str, list[str]] = {}
+        for group, raw in zip(names, client.mget(names), strict=True):
+            try:
+                if raw is not None:
+                    out[group] = GroupMeta.from_json(raw).task_uuids or []
+            except DecodeError:
+                log.warning("group meta %s is not machinery's: chord order unknown", group)
+        return out
+
+    def _requeue(self, delivery: Delivery) -> None:
+        try:
+            self.source.requeue(delivery)
+        except Exception:
+            log.exception("could not give a message back to %s", delivery.queue)
+
+    # ------------------------------------------------------------------ results back
+
+    def read(self, uuids: Sequence[str]) -> dict[str, Outcome]:
+        keys = [self.results.task_key(u) for u in uuids]
+        raws = cast("list[bytes | None]", self.results.client.mget(keys))
+        out: dict[str, Outcome] = {}
+        for uuid, raw in zip(uuids, raws, strict=True):
+            if raw is None:
+                continue
+            try:
+                meta = self.results.decode(raw)
+            except Exception as exc:
+                text = f"undecodable Celery result meta: {exc}"
+                out[uuid] = Outcome(False, error=text)
+                continue
+            status = meta.get("status") if isinstance(meta, dict) else None
+            if status == SUCCESS:
+                out[uuid] = Outcome(True, value=meta.get("result"))
+            elif status in READY_STATES:
+                result = meta.get("result")
+                out[uuid] = Outcome(False, error=error_text(str(status), result),
+                                    exception=result if isinstance(result, dict) else None)
+        return out
+
+    def write(self, done: Sequence[tuple[Tracked, Outcome]]) -> None:
+        self.backend.set_states([self._state(entry, outcome) for entry, outcome in done])
+
+    def _state(self, entry: Tracked, outcome: Outcome) -> TaskState:
+        if not outcome.success:
+            return TaskState(entry.uuid, state=FAILURE, error=outcome.error)
+        try:
+            results = typed_results(entry.name, outcome.value, self.options.schema)
+            state = TaskState(entry.uuid, state=SUCCESS, results=list(results))
+            state.to_json()  # a value Go's encoder could not write either fails here
+            return state
+        except (ArgTranslationError, EncodeError) as exc:
+            text = f"result of task {entry.name} cannot be given Go types: {exc}"
+            log.error("task %s: %s", entry.uuid, text)
+            return TaskState(entry.uuid, state=FAILURE, error=text)
+
+    def close(self) -> None:
+        for closable in (self.source, self.broker, self.backend, self.results):
+            try:
+                closable.close()
+            except Exception:
+                log.debug("closing %r failed", closable, exc_info=True)
+
+
+def error_text(status: str, result: Any) -> str:
+    """A Celery exception (dict) as the text a Go error carries: ``str(exc)``."""
+    if isinstance(result, dict) and "exc_type" in result:
+        message = result.get("exc_message")
+        if isinstance(message, list | tuple):
+            text = str(message[0]) if len(message) == 1 else str(tuple(message)) \
+                if message else ""
+        else:
+            text = "" if message is None else str(message)
+        text = text or str(result.get("exc_type"))
+    else:
+        text = str(result)
+    return f"revoked: {text}" if status == "REVOKED" else text
+
+
+def typed_results(name: str, value: Any, schema: TaskSchema | None) -> list[TaskResult]:
+    """A Celery result as machinery TaskResults: by the schema's result types, else inferred
+    (None → no results, as a Go task returning only an error)."""
+    types = schema.result_types(name) if schema is not None else None
+    if types is None:
+        return [] if value is None else [_inferred(value)]
+    if len(types) == 1:
+        values = [value]
+    elif not types:
+        values = []
+    elif isinstance(value, list | tuple) and len(value) == len(types):
+        values = list(value)
+    else:
+        raise ArgTranslationError(f"the schema gives {len(types)} results, the task returned "
+                                  f"{value!r}"[:300], go_type=None, value=value)
+    return [_inferred(v) if t is None else to_result(v, t)
+            for v, t in zip(values, types, strict=True)]
+
+
+def _inferred(value: Any) -> TaskResult:
+    """A result typed by inference; what machinery cannot reflect keeps Go's type name."""
+    try:
+        return to_result(value)
+    except ArgTranslationError:
+        pass
+    if isinstance(value, dict):
+        return TaskResult("map[string]interface {}", _plain(value))
+    if isinstance(value, list | tuple):
+        return TaskResult("[]interface {}", _plain(value))
+    if isinstance(value, datetime):
+        return TaskResult("time.Time", value)
+    return TaskResult("string", str(value))
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready data for Go's encoder (unknown leaves as text)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, bool | int | float | str | bytes | datetime):
+        return value
+    return str(value)

@@ -1,0 +1,238 @@
+"""The relay's parts both directions share: options, the :class:`Side` contract, and the
+bookkeeping of which task ids it still owes a result for, kept in Redis.
+
+Every id a client on the producing side may wait on (the task, chain members and links
+with an id, chord callbacks, errbacks) gets a :class:`Tracked` record in one Redis hash,
+``bridge:relay:<name>:inflight`` (field = task id, value = the record as JSON), written
+*before* the task is published. The hash is the truth: a restarted relay reloads it and
+carries the results of tasks that ended while it was down. A record is removed after its
+result was written, so a crash in between writes the same result again (idempotent).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import redis
+
+from bridge.brokers.base import Consumer, Delivery
+from bridge.protocol.machinery import Signature
+from bridge.schema import TaskSchema
+
+__all__ = ["CHORD", "DROP", "FAIL", "InFlight", "Outcome", "RelayOptions", "Side", "Tracked",
+           "chord_error", "inflight_key", "point_at", "track_signature"]
+
+FAIL, CHORD, DROP = "fail", "chord", "drop"
+"""What a failure does to a dependent id: the same failure, a ChordError, or forget it."""
+_HSCAN_COUNT = 1000
+
+
+@dataclass(slots=True)
+class Tracked:
+    """One task id the relay carries a result back for."""
+
+    uuid: str
+    name: str
+    since: float
+    group: str | None = None
+    parent: str | None = None
+    on_failure: list[tuple[str, str]] = field(default_factory=list)
+    """Dependents and what a failure of this task does to them (FAIL, CHORD, DROP)."""
+    on_success: list[str] = field(default_factory=list)
+    """Dependents that can no longer run once this task succeeded (errbacks): forgotten."""
+
+    def to_json(self) -> bytes:
+        data: dict[str, Any] = {"n": self.name, "t": self.since}
+        if self.group:
+            data["g"] = self.group
+        if self.parent:
+            data["p"] = self.parent
+        if self.on_failure:
+            data["f"] = [list(pair) for pair in self.on_failure]
+        if self.on_success:
+            data["s"] = self.on_success
+        return json.dumps(data, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, uuid: str, raw: bytes) -> Tracked:
+        data = json.loads(raw)
+        return cls(uuid, str(data.get("n", "")), float(data.get("t", 0.0)),
+                   data.get("g"), data.get("p"),
+                   [(str(u), str(how)) for u, how in data.get("f", [])],
+                   [str(u) for u in data.get("s", [])])
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a task ended, in terms both sides understand."""
+
+    success: bool
+    value: Any = None
+    """SUCCESS: the result (forward: Python values; reverse: the Celery result)."""
+    error: str = ""
+    """FAILURE: the error text (Go's ``TaskState.Error``)."""
+    exception: dict[str, Any] | None = None
+    """FAILURE: Celery's exception dict (exc_type, exc_message, exc_module)."""
+
+
+def track_signature(sig: Signature, *, group: str | None, parent: str | None,
+                    chain_failure: str, chord_failure: str | None,
+                    now: float | None = None) -> list[Tracked]:
+    """Records for every id in ``sig``'s tree: the task, OnSuccess (chain members, links),
+    OnError (errbacks) and the chord callback, each once."""
+    now = time.time() if now is None else now
+    out: dict[str, Tracked] = {}
+
+    def visit(s: Signature, parent_id: str | None, group_id: str | None) -> None:
+        entry = Tracked(s.uuid, s.name, now, group_id, parent_id)
+        for sub in s.on_success or ():
+            if sub is not None:
+                visit(sub, s.uuid or None, None)
+                if sub.uuid:
+                    entry.on_failure.append((sub.uuid, chain_failure))
+        for sub in s.on_error or ():
+            if sub is not None:
+                visit(sub, s.uuid or None, None)
+                if sub.uuid:
+                    entry.on_success.append(sub.uuid)
+        callback = s.chord_callback
+        if callback is not None:
+            visit(callback, None, s.group_uuid or None)
+            if callback.uuid and chord_failure is not None:
+                entry.on_failure.append((callback.uuid, chord_failure))
+        if s.uuid and s.uuid not in out:
+            out[s.uuid] = entry
+
+    visit(sig, parent, group)
+    return list(out.values())
+
+
+def point_at(sig: Signature, queue: str) -> Signature:
+    """Route every signature of ``sig``'s tree to ``queue`` (the other system's queue names
+    mean nothing here, and may even name a list of the other layout)."""
+    sig.routing_key = queue
+    for sub in (*(sig.on_success or ()), *(sig.on_error or ()), sig.chord_callback):
+        if sub is not None:
+            point_at(sub, queue)
+    return sig
+
+
+class InFlight:
+    """The in-flight hash, mirrored in memory (this process is its only writer)."""
+
+    def __init__(self, client: redis.Redis, key: str) -> None:
+        self.client = client
+        self.key = key
+        self.entries: dict[str, Tracked] = {}
+
+    def load(self) -> int:
+        """Read the hash (HSCAN); returns how many records it held."""
+        self.entries.clear()
+        for field_, raw in self.client.hscan_iter(self.key, count=_HSCAN_COUNT):
+            uuid = field_.decode() if isinstance(field_, bytes) else str(field_)
+            try:
+                self.entries[uuid] = Tracked.from_json(uuid, cast(bytes, raw))
+            except (ValueError, TypeError, AttributeError):
+                self.client.hdel(self.key, uuid)  # not ours / damaged: nothing to carry
+        return len(self.entries)
+
+    def add(self, entries: Sequence[Tracked]) -> None:
+        """Record ``entries`` (one HSET); a known id keeps its first record."""
+        fresh = [e for e in entries if e.uuid not in self.entries]
+        if not fresh:
+            return
+        self.client.hset(self.key, mapping={e.uuid: e.to_json() for e in fresh})
+        for entry in fresh:
+            self.entries[entry.uuid] = entry
+
+    def remove(self, uuids: Iterable[str]) -> None:
+        """Forget ``uuids`` (one HDEL)."""
+        gone = [u for u in set(uuids) if self.entries.pop(u, None) is not None]
+        if gone:
+            self.client.hdel(self.key, *gone)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __contains__(self, uuid: object) -> bool:
+        return uuid in self.entries
+
+
+def inflight_key(name: str) -> str:
+    """The Redis hash of a relay's ids in flight."""
+    return f"bridge:relay:{name}:inflight"
+
+
+@dataclass(slots=True)
+class RelayOptions:
+    """How a relay runs (``mbridge relay`` flags)."""
+
+    batch: int = 100
+    """Messages fetched and published per round trip."""
+    schema: TaskSchema | None = None
+    """Go types of args (Celery → machinery) and of results (machinery → Celery)."""
+    strict: bool = True
+    """Celery → machinery: refuse args a Go worker could not take (untyped values)."""
+    poll_interval: float = 0.2
+    """Seconds between two reads of the states of the tasks in flight."""
+    fetch_timeout: float = 1.0
+    """Longest wait on an empty queue."""
+    max_age: float = 7 * 86400.0
+    """Forget an id with no result after this many seconds (its result expired)."""
+    chord_timeout: float = 600.0
+    """Celery → machinery: fail a chord whose header tasks did not all arrive in time."""
+    name: str = ""
+    """The bookkeeping's name (default: from both endpoints' protocols and queues)."""
+
+
+class Side(ABC):
+    """One direction of a relay: what it consumes, how it translates, where results are."""
+
+    consumer: Consumer
+    queue: str
+
+    def __init__(self, inflight: InFlight, options: RelayOptions) -> None:
+        self.inflight = inflight
+        self.options = options
+        self.stats: Counter[str] = Counter()
+
+    @abstractmethod
+    def relay(self, deliveries: list[Delivery]) -> list[Delivery]:
+        """Translate and publish ``deliveries`` (tracking their ids first); park what cannot
+        be translated. Returns the deliveries to acknowledge (published or done)."""
+
+    def settle(self) -> list[Delivery]:
+        """Per-turn upkeep (held chord headers); deliveries that can be acknowledged now."""
+        return []
+
+    def held(self) -> list[Delivery]:
+        """Deliveries held across turns, given back when the relay stops."""
+        return []
+
+    @abstractmethod
+    def read(self, uuids: Sequence[str]) -> dict[str, Outcome]:
+        """The outcomes of the ids that ended (one round trip)."""
+
+    @abstractmethod
+    def write(self, done: Sequence[tuple[Tracked, Outcome]]) -> None:
+        """Store the outcomes in the producing side's result backend (one round trip)."""
+
+    def maintain(self) -> None:
+        self.consumer.maintain()
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections."""
+
+
+def chord_error(failed: str, outcome: Outcome) -> Outcome:
+    """What Celery stores for a chord body when a header task failed."""
+    text = f"Dependency {failed} raised {outcome.error}"
+    return Outcome(False, error=text, exception={
+        "exc_type": "ChordError", "exc_message": [text], "exc_module": "celery.exceptions"})
