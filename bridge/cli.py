@@ -14,6 +14,7 @@ import click
 
 from bridge import __version__
 from bridge.app import Bridge
+from bridge.cli_migrate import migrate as migrate_command
 from bridge.cli_relay import relay as relay_command
 from bridge.config import Config, ConfigError, redact_url
 from bridge.errors import BridgeError
@@ -312,6 +313,7 @@ def demo(config_path: str | None) -> None:
     run_demo(config_path)
 
 
+main.add_command(migrate_command)
 main.add_command(relay_command)
 
 
