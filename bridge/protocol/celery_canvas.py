@@ -15,7 +15,7 @@ nested in chains or callbacks, chunks and maps have no machinery form:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bridge.errors import ArgTranslationError, BridgeError
@@ -410,6 +410,7 @@ def from_signature(sig: Signature, *, group_index: int | None = None) -> CeleryT
         properties["priority"] = sig.priority
     if group_index is not None:
         headers["group_index"] = group_index
+    _carry_eta(sig, headers)
     fields = _fields(sig)
     if fields != celery.get("fields", {}):
         old = headers.get("machinery")
@@ -437,6 +438,21 @@ def from_signature(sig: Signature, *, group_index: int | None = None) -> CeleryT
     if sig.chord_callback is not None:
         task.chord = _embedded_dict(sig.chord_callback)[0]
     return task
+
+
+def _carry_eta(sig: Signature, headers: dict[str, Any]) -> None:
+    """An ETA set, moved or cleared on the machinery side wins over the Celery header (the
+    header's own spelling is kept when both name the same instant)."""
+    try:
+        original = parse_iso(headers.get("eta"), "eta")
+    except BridgeError:
+        original = None
+    if sig.eta is None:
+        if original is not None:
+            headers["eta"] = None
+    elif original is None or original != sig.eta:
+        headers["eta"] = datetime.fromtimestamp(sig.eta.timestamp(), UTC).replace(
+            microsecond=sig.eta.microsecond).isoformat()
 
 
 def _from_machinery(sig: Signature, group_index: int | None) -> CeleryTask:

@@ -309,3 +309,19 @@ def test_hybrid_and_odd_layouts_reencode_exactly() -> None:
         message = _msg(body, {"x": 0, "id": "i", "task": "t"})
         assert encode_task(decode_task(message)) == message
         assert from_signature(to_signature(decode_task(message))) == decode_task(message)
+
+
+def test_an_eta_moved_on_the_machinery_side_reaches_celery() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from bridge.protocol.celery import from_signature, new_task, to_signature
+    from bridge.protocol.gotime import GoTime
+
+    due = datetime(2030, 1, 2, 3, 4, 5, 600000, tzinfo=UTC)
+    task = new_task("tasks.add", [1, 2], eta=due)
+    sig = to_signature(task)
+    assert from_signature(sig) == task  # unchanged: the header's own spelling
+    sig.eta = GoTime.from_datetime(due + timedelta(seconds=30))
+    assert from_signature(sig).eta == due + timedelta(seconds=30)
+    sig.eta = None
+    assert from_signature(sig).eta is None
