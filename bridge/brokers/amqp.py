@@ -355,8 +355,10 @@ class AmqpBroker(Broker):
             self.session.ready()
             self.session.declare_plain(dead_queue_name(queue))
             self._declare(self.topology.consumer(queue))
-            while count <= 0 or moved < count:
-                batch = _REPLAY_BATCH if count <= 0 else min(_REPLAY_BATCH, count - moved)
+            if count <= 0:  # what is parked now: a live worker may park a replayed one again
+                count = self.session.depth(dead_queue_name(queue))
+            while moved < count:
+                batch = min(_REPLAY_BATCH, count - moved)
                 done = self._replay_batch(queue, batch)
                 moved += done
                 if done < batch:

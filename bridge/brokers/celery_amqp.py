@@ -435,8 +435,10 @@ class CeleryAmqpBroker(CeleryBroker):
         self._ready()
         self._declare_plain(dead_queue_name(queue))
         self.declare(queue)
-        while count <= 0 or moved < count:
-            batch = _REPLAY_BATCH if count <= 0 else min(_REPLAY_BATCH, count - moved)
+        if count <= 0:  # what is parked now: a live worker may park a replayed one again
+            count = self.queue_depth(dead_queue_name(queue))
+        while moved < count:
+            batch = min(_REPLAY_BATCH, count - moved)
             done = self._replay_batch(queue, batch)
             moved += done
             if done < batch:

@@ -461,8 +461,10 @@ class CeleryRedisBroker(CeleryBroker):
         """Move up to ``count`` (0: all) dead letters back to the back of ``queue``, raw."""
         dead = self.keys.dead(queue)
         total = 0
-        while count <= 0 or total < count:
-            size = BATCH if count <= 0 else min(BATCH, count - total)
+        if count <= 0:  # what is parked now: a live worker may park a replayed one again
+            count = int(self.client.llen(dead))
+        while total < count:
+            size = min(BATCH, count - total)
             entries = cast("list[bytes]", self.client.lrange(dead, 0, size - 1))
             if not entries:
                 break
