@@ -47,6 +47,7 @@ import redis.cluster
 from redis.commands.core import Script
 
 from bridge.backends.base import Backend, now_utc
+from bridge.brokers.redis_layout import Lane, run_script
 from bridge.config import Config, redact_url
 from bridge.errors import BridgeError, DecodeError
 from bridge.protocol.machinery import PENDING, GroupMeta, TaskState
@@ -106,7 +107,14 @@ for i, key in ipairs(KEYS) do
     local name, created = '""', '"0001-01-01T00:00:00Z"'
     if current then
       name = string.match(current, '^{"TaskUUID":"[^"\\\\]*","TaskName":("[^"\\\\]*"),"State":')
-      created = string.match(current, ',"CreatedAt":("[^"\\\\]*"),"TTL":%-?%d+}$')
+      -- the leftmost match of the CreatedAt pattern (as an unanchored match), found by trying
+      -- the plain occurrences of its literal start in order (a scan from every byte is slow)
+      created = nil
+      local from = string.find(current, ',"CreatedAt":"', 1, true)
+      while from and not created do
+        created = string.match(current, '^,"CreatedAt":("[^"\\\\]*"),"TTL":%-?%d+}$', from)
+        from = string.find(current, ',"CreatedAt":"', from + 1, true)
+      end
     end
     if current and (name == nil or created == nil) then
       out[i] = current
@@ -224,6 +232,8 @@ class _MergeCache:
                 self._items.popitem(last=False)
 
     def drop(self, uuid: str) -> None:
+        if uuid not in self._items:  # the common case, without the lock
+            return
         with self._lock:
             self._items.pop(uuid, None)
 
@@ -312,6 +322,7 @@ class RedisBackend(Backend):
         self._splice_many_script: Script = self._client.register_script(_SPLICE_MANY_SCRIPT)
         self._splice_loaded = False
         self._cas_loaded = False
+        self._lane = Lane(self._client)
         self._cache = _MergeCache()
         self.chord_mutex = RedsyncMutex(self._client, CHORD_MUTEX_KEY, chord_lock_policy)
 
@@ -329,6 +340,7 @@ class RedisBackend(Backend):
         return self._client
 
     def close(self) -> None:
+        self._lane.close()
         self._client.close()
 
     # ----------------------------------------------------------------- task states
@@ -341,8 +353,8 @@ class RedisBackend(Backend):
             self._remember(state, data)
             return
         if not self._cluster:
-            (reply,) = self._splice_many_script(
-                keys=[state.task_uuid], args=[self.ttl, "M", *state.to_json_parts()])
+            (reply,) = run_script(self._lane, self._splice_many_script, (state.task_uuid,),
+                                  (self.ttl, "M", *state.to_json_parts()))
             if reply == 1:
                 self._after_splice(state)
                 return
@@ -370,17 +382,22 @@ class RedisBackend(Backend):
         if not self._splice_loaded:
             self._client.script_load(_SPLICE_MANY_SCRIPT)
             self._splice_loaded = True
-        pipe = self._client.pipeline(transaction=False)
+        sha = self._splice_many_script.sha
+        commands: list[tuple[Any, ...]] = []
         for wave in waves:
             args: list[Any] = [self.ttl]
             for state in wave:
                 if state.state == PENDING:
-                    args += ["P", state.to_json(), "", ""]
+                    args += ("P", state.to_json(), "", "")
                 else:
-                    args += ["M", *state.to_json_parts()]
-            pipe.evalsha(self._splice_many_script.sha, len(wave),
-                         *(s.task_uuid for s in wave), *args)
-        replies = pipe.execute(raise_on_error=False)
+                    args += ("M", *state.to_json_parts())
+            commands.append(("EVALSHA", sha, len(wave), *(s.task_uuid for s in wave), *args))
+        replies = self._lane.run(commands)
+        if replies is None:  # another thread has the lane: a pipeline, the same commands
+            pipe = self._client.pipeline(transaction=False)
+            for command in commands:
+                pipe.evalsha(*command[1:])
+            replies = pipe.execute(raise_on_error=False)
         redo: set[str] = set()
         for wave, reply in zip(waves, replies, strict=True):
             if isinstance(reply, Exception):

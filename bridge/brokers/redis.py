@@ -234,6 +234,7 @@ class Channel(virtual.Channel):
         except redis.RedisError as exc:  # the heartbeat recovery will give them back
             log.warning("could not give back held messages on close: %s", exc)
         finally:
+            self.layout.lane.close()
             self.layout.client.close()
 
 

@@ -250,6 +250,70 @@ return n
 """
 
 
+class Lane:
+    """One pooled connection kept for a hot path, driven without redis-py's per-command
+    machinery (pool checkout and its readiness poll, metrics, locks): ~50 µs less client CPU
+    per round trip.
+
+    The bytes on the wire are the ones a client or a pipeline sends for the same commands,
+    the retry policy is the connection's own (``redisconn``'s), and replies are read as a
+    non-transactional pipeline reads them. One caller at a time: :meth:`run` returns None
+    when the lane is busy (another thread) or unavailable (Cluster), and the caller uses
+    its client as usual.
+    """
+
+    def __init__(self, client: RedisClient) -> None:
+        self._pool: redis.ConnectionPool | None = (
+            client.connection_pool if isinstance(client, redis.Redis) else None)
+        self._conn: Any = None
+        self._lock = threading.Lock()
+
+    def run(self, commands: Sequence[Sequence[Any]]) -> list[Any] | None:
+        """Every command's reply (a ResponseError in place of a failed command's), in one
+        round trip; None when the caller must use its client instead."""
+        if self._pool is None or not self._lock.acquire(blocking=False):
+            return None
+        try:
+            conn = self._conn
+            if conn is None:
+                conn = self._conn = self._pool.get_connection()
+            return cast("list[Any]", conn.retry.call_with_retry(
+                lambda: self._round_trip(conn, commands), lambda _error: conn.disconnect()))
+        finally:
+            self._lock.release()
+
+    @staticmethod
+    def _round_trip(conn: Any, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        conn.send_packed_command(conn.pack_commands(commands))
+        replies: list[Any] = []
+        for _ in commands:
+            try:
+                replies.append(conn.read_response())
+            except redis.ResponseError as exc:
+                replies.append(exc)
+        return replies
+
+    def close(self) -> None:
+        """Give the connection back to the pool."""
+        with self._lock:
+            conn, self._conn = self._conn, None
+            if conn is not None and self._pool is not None:
+                self._pool.release(conn)
+
+
+def run_script(lane: Lane, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+    """``script(keys, args)``, through ``lane`` when it is free; a script Redis does not know
+    yet (NOSCRIPT: nothing ran) goes the client's way, which loads it."""
+    replies = lane.run([("EVALSHA", script.sha, len(keys), *keys, *args)])
+    if replies is not None:
+        reply = replies[0]
+        if not isinstance(reply, redis.ResponseError):
+            return reply
+        if not isinstance(reply, redis.exceptions.NoScriptError):
+            raise reply
+    return script(keys=keys, args=args)
+
+
 class Scripts:
     """The scripts registered once on a client (EVALSHA, loaded again after NOSCRIPT)."""
 
@@ -406,6 +470,7 @@ class RedisLayout:
                  max_block: float | None) -> None:
         self.client = client
         self.scripts = Scripts(client)
+        self.lane = Lane(client)
         self.cluster = isinstance(client, redis.cluster.RedisCluster)
         self.default_queue = default_queue
         self.delayed_key = delayed_key
@@ -467,8 +532,8 @@ class RedisLayout:
                   acks: Sequence[bytes] = ()) -> list[bytes]:
         if count < 1:
             return []
-        return cast("list[bytes]", self.scripts.take(keys=[queue, processing],
-                                                     args=[count, *acks]))
+        return cast("list[bytes]", run_script(self.lane, self.scripts.take, (queue, processing),
+                                              (count, *acks)))
 
     def _block(self, queue: str, processing: str, timeout: float) -> bytes | None:
         """BLMOVE in slices shorter than the socket timeout."""
@@ -490,7 +555,7 @@ class RedisLayout:
             by_list.setdefault(processing, []).append(body)
         if len(by_list) == 1 and not self.cluster:
             ((processing, bodies),) = by_list.items()
-            self.scripts.ack(keys=[processing], args=bodies)
+            run_script(self.lane, self.scripts.ack, (processing,), bodies)
             return
         pipe = self.client.pipeline(transaction=False)
         for processing, bodies in by_list.items():
@@ -665,8 +730,10 @@ class RedisLayout:
         dead = QueueKeys.of(queue).dead
         how = "zadd" if queue == self.delayed_key else "rpush"
         total = 0
-        while count <= 0 or total < count:
-            size = REPLAY_BATCH if count <= 0 else min(REPLAY_BATCH, count - total)
+        if count <= 0:  # what is parked now: a live worker may park a replayed one again
+            count = int(self.client.llen(dead))
+        while total < count:
+            size = min(REPLAY_BATCH, count - total)
             entries = cast("list[bytes]", self.client.lrange(dead, 0, size - 1))
             if not entries:
                 break

@@ -19,6 +19,7 @@ import json
 import math
 import re
 import struct
+from collections.abc import Callable
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -310,6 +311,20 @@ _DECODER = json.JSONDecoder(
     parse_int=_parse_int,
     parse_constant=_reject_constant,
 )
+# The same without a Python call per integer: it reads exactly what _DECODER reads from a
+# text without a -0 literal (the one integer _parse_int keeps as a JSONNumber). A -0 literal
+# is "-0" followed by neither a fraction nor an exponent, nor a digit: "-01" inside a value
+# is an error for both, but at the very start it is -0 followed by ignored trailing bytes.
+_MINUS_ZERO = re.compile(r"-0(?![0-9.eE])")
+_DECODER_NO_MINUS_ZERO = json.JSONDecoder(
+    object_pairs_hook=Pairs,
+    parse_float=JSONNumber,
+    parse_constant=_reject_constant,
+)
+# their C scanners (what raw_decode calls): (value, end), or StopIteration(position)
+_SCAN: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
+_SCAN_NO_MINUS_ZERO: Callable[[str, int], tuple[Any, int]] = (
+    _DECODER_NO_MINUS_ZERO.scan_once)  # type: ignore[attr-defined]
 
 
 def to_text(data: bytes | bytearray | memoryview | str) -> str:
@@ -325,6 +340,15 @@ def loads_raw(data: bytes | bytearray | memoryview | str) -> Any:
     Like Go's Decoder: leading whitespace skipped, trailing bytes ignored.
     """
     text = to_text(data)
+    if "-0" in text and (_MINUS_ZERO.search(text) is not None
+                         or text.lstrip(_WHITESPACE).startswith("-0")):
+        return _loads_raw(text, _SCAN)
+    return _loads_raw(text, _SCAN_NO_MINUS_ZERO)
+
+
+def loads_raw_exact(data: bytes | bytearray | memoryview | str) -> Any:
+    """``loads_raw`` without its fast paths (the reference they are tested against)."""
+    text = to_text(data)
     start = 0
     while start < len(text) and text[start] in _WHITESPACE:
         start += 1
@@ -332,6 +356,24 @@ def loads_raw(data: bytes | bytearray | memoryview | str) -> Any:
         raise DecodeError("empty message: no JSON value")
     try:
         value, _ = _DECODER.raw_decode(text, start)
+    except json.JSONDecodeError as exc:
+        raise DecodeError(f"invalid JSON: {exc}") from None
+    except RecursionError:
+        raise DecodeError("invalid JSON: nested too deeply") from None
+    return value
+
+
+def _loads_raw(text: str, scan: Callable[[str, int], tuple[Any, int]]) -> Any:
+    start = 0
+    while start < len(text) and text[start] in _WHITESPACE:
+        start += 1
+    if start == len(text):
+        raise DecodeError("empty message: no JSON value")
+    try:
+        try:
+            value, _ = scan(text, start)  # = JSONDecoder.raw_decode, one Python call less
+        except StopIteration as stop:
+            raise json.JSONDecodeError("Expecting value", text, stop.value) from None
     except json.JSONDecodeError as exc:
         raise DecodeError(f"invalid JSON: {exc}") from None
     except RecursionError:

@@ -133,8 +133,9 @@ def parse_rfc3339(text: str) -> GoTime:
     match = _RFC3339.match(text)
     if match is None:
         raise DecodeError(f"time {text!r} is not RFC 3339 with an offset (Go rejects it)")
-    year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
-    digits, zone = match.group(7) or "", match.group(8)
+    fields = match.groups()
+    year, month, day, hour, minute, second = map(int, fields[:6])
+    digits, zone = fields[6] or "", fields[7]
     nanos = int((digits[:9]).ljust(9, "0")) if digits else 0
     if hour > 23 or minute > 59 or second > 59:
         raise DecodeError(f"time {text!r} has a clock field out of range")

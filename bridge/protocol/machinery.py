@@ -30,7 +30,8 @@ FAILURE = "FAILURE"
 STATES = (PENDING, RECEIVED, STARTED, RETRY, SUCCESS, FAILURE)
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-_SIMPLE_MIDDLES: dict[str, bytes] = {}  # TaskState middles with no results/error, by state
+# TaskState middles with no error and no (or empty) results, by (state, results is None)
+_SIMPLE_MIDDLES: dict[tuple[str, bool], bytes] = {}
 _FLOAT32_TYPES = frozenset({"float32", "[]float32"})
 
 
@@ -144,9 +145,15 @@ class _GoStruct:
     # Go field name (exact, and lower-cased) → (attribute, reader, nullable, "Struct.Field")
     _EXACT: ClassVar[dict[str, tuple[str, Reader, bool, str]]]
     _FOLDED: ClassVar[dict[str, tuple[str, Reader, bool, str]]]
+    # The Go field names in order, and the fast builder for objects with as many pairs as
+    # fields: it returns None unless the keys are those names in that order and it takes
+    # the values (see the fast paths at the end of the module).
+    _KEYS: ClassVar[tuple[str, ...]]
+    _FAST: ClassVar[Callable[[Pairs], Any] | None] = None
 
     @classmethod
     def _setup(cls) -> None:
+        cls._KEYS = tuple(go for go, _, _, _ in cls._FIELDS)
         cls._EXACT = {
             go: (attr, read, nullable, f"{cls.__name__}.{go}")
             for go, attr, read, nullable in cls._FIELDS
@@ -155,6 +162,18 @@ class _GoStruct:
 
     @classmethod
     def _from_pairs(cls: type[_S], pairs: Pairs) -> _S:
+        # The fast path: an object with exactly the Go field names in Go's order (what Go's
+        # json.Marshal and our to_json write) and plain values is built straight from the
+        # values; anything else (or a value the fast path does not take) goes the exact way.
+        fast = cls._FAST
+        if fast is not None and len(pairs) == len(cls._FIELDS):
+            made = fast(pairs)
+            if made is not None:
+                return made  # type: ignore[no-any-return]
+        return cls._from_pairs_exact(pairs)
+
+    @classmethod
+    def _from_pairs_exact(cls: type[_S], pairs: Pairs) -> _S:
         # Go: exact field name first, else case-insensitive; later keys win; unknown ignored;
         # null leaves a value field as it was and sets a pointer/slice/map to nil.
         exact, folded = cls._EXACT, cls._FOLDED
@@ -184,6 +203,19 @@ class _GoStruct:
                 f"json: cannot unmarshal {_kind(raw)} into Go value of type tasks.{cls.__name__}"
             )
         return cls._from_pairs(raw)
+
+    @classmethod
+    def _from_json_exact(cls: type[_S], data: bytes | bytearray | memoryview | str) -> _S:
+        """``from_json`` without any fast path (the reference the fast paths are tested
+        against)."""
+        raw = gojson.loads_raw_exact(data)
+        if raw is None:
+            return cls()
+        if type(raw) is not Pairs:
+            raise DecodeError(
+                f"json: cannot unmarshal {_kind(raw)} into Go value of type tasks.{cls.__name__}"
+            )
+        return _exact_struct(cls, raw)
 
     def _write(self, out: list[str]) -> None:
         raise NotImplementedError
@@ -400,17 +432,28 @@ class TaskState(_GoStruct):
         ``head + name + middle + created + tail`` is the JSON of this state with another
         TaskName and CreatedAt: how a backend merges them in place (Go's mergeNewTaskState).
         """
-        parts: tuple[list[str], list[str], list[str]] = ([], [], [])
-        self._write_head(parts[0])
-        simple = self.results is None and self.error == "" and self.ttl == 0
-        middle = _SIMPLE_MIDDLES.get(self.state) if simple else None
+        task_uuid = self.task_uuid
+        if type(task_uuid) is not str:
+            raise EncodeError(f"TaskState.TaskUUID must be a str, not {type(task_uuid).__name__}")
+        head = ('{"TaskUUID":' + quote(task_uuid) + ',"TaskName":').encode()
+        results, error, state = self.results, self.error, self.state
+        # RECEIVED, STARTED, SUCCESS with no results...: the same middle every time
+        simple = (type(error) is str and not error and type(state) is str
+                  and (results is None or (type(results) is list and not results)))
+        key = (state, results is None)
+        middle = _SIMPLE_MIDDLES.get(key) if simple else None
         if middle is None:
-            self._write_middle(parts[1])
-            middle = "".join(parts[1]).encode()
-            if simple and len(_SIMPLE_MIDDLES) < 64:  # RECEIVED, STARTED... are constants
-                _SIMPLE_MIDDLES[self.state] = middle
-        self._write_tail(parts[2])
-        return "".join(parts[0]).encode(), middle, "".join(parts[2]).encode()
+            parts: list[str] = []
+            self._write_middle(parts)
+            middle = "".join(parts).encode()
+            if simple and len(_SIMPLE_MIDDLES) < 64:
+                _SIMPLE_MIDDLES[key] = middle
+        ttl = self.ttl
+        if type(ttl) is int and ttl == 0:
+            return head, middle, b',"TTL":0}'
+        parts = []
+        self._write_tail(parts)
+        return head, middle, "".join(parts).encode()
 
 
 @dataclass(slots=True, eq=True)
@@ -499,3 +542,130 @@ GroupMeta._FIELDS = (
 )
 for _cls in (Arg, TaskResult, Signature, TaskState, GroupMeta):
     _cls._setup()
+
+
+# --------------------------------------------------------------------------- fast paths
+# Builders for objects in the canonical shape (see _GoStruct._from_pairs). Each first checks
+# every plain field and returns None when one is not of the plain type (so the exact path
+# decides, and raises the error Go raises first); only then does it call the exact readers,
+# in Go's field order, so an error they raise is the one the exact path raises first.
+
+_clean = gojson.clean_str
+_plain = gojson.plain
+_read_arg = _struct_reader(Arg, pointer=False)
+_read_result_ptr = _struct_reader(TaskResult, pointer=True)
+
+
+def _fast_arg(pairs: Pairs) -> Arg | None:
+    (k0, name), (k1, go_type), (k2, value) = pairs
+    if not (k0 == "Name" and k1 == "Type" and k2 == "Value"
+            and type(name) is str and type(go_type) is str):
+        return None
+    return Arg(name if name.isascii() else _clean(name),
+               go_type if go_type.isascii() else _clean(go_type), _plain(value))
+
+
+def _fast_result(pairs: Pairs) -> TaskResult | None:
+    (k0, go_type), (k1, value) = pairs
+    if not (k0 == "Type" and k1 == "Value" and type(go_type) is str):
+        return None
+    return TaskResult(go_type if go_type.isascii() else _clean(go_type), _plain(value))
+
+
+def _fast_args(items: list[Any]) -> list[Arg]:
+    args = []
+    for item in items:
+        if type(item) is Pairs and len(item) == 3:
+            (k0, name), (k1, go_type), (k2, value) = item
+            if (k0 == "Name" and k1 == "Type" and k2 == "Value" and type(name) is str
+                    and type(go_type) is str and name.isascii() and go_type.isascii()):
+                args.append(Arg(name, go_type, _plain(value)))
+                continue
+        args.append(_read_arg(item, "Signature.Args"))
+    return args
+
+
+def _signatures(items: Any, where: str) -> list[Signature | None]:
+    if type(items) is not list:
+        raise _mismatch(items, where, "[]*tasks.Signature")
+    return [_read_signature_ptr(item, where) for item in items]
+
+
+def _fast_signature(pairs: Pairs) -> Signature | None:
+    ((k0, uuid), (k1, name), (k2, routing_key), (k3, eta), (k4, group_uuid),
+     (k5, group_task_count), (k6, args), (k7, headers), (k8, priority), (k9, immutable),
+     (k10, retry_count), (k11, retry_timeout), (k12, on_success), (k13, on_error),
+     (k14, chord_callback), (k15, group_id), (k16, receipt), (k17, stop_deletion),
+     (k18, ignore)) = pairs
+    if not ((k0, k1, k2, k3, k4, k5, k6, k7, k8, k9, k10, k11, k12, k13, k14, k15, k16, k17,
+             k18) == _SIGNATURE_KEYS
+            and type(uuid) is str and type(name) is str and type(routing_key) is str
+            and type(group_uuid) is str and type(group_id) is str and type(receipt) is str
+            and type(group_task_count) is int and type(retry_count) is int
+            and type(retry_timeout) is int and type(priority) is int
+            and type(immutable) is bool and type(stop_deletion) is bool
+            and type(ignore) is bool
+            and _INT64_MIN <= group_task_count <= _INT64_MAX
+            and _INT64_MIN <= retry_count <= _INT64_MAX
+            and _INT64_MIN <= retry_timeout <= _INT64_MAX and 0 <= priority <= 255
+            and (eta is None or type(eta) is str)
+            and (args is None or type(args) is list)
+            and (headers is None or type(headers) is Pairs)):
+        return None
+    if not (uuid.isascii() and name.isascii() and routing_key.isascii()
+            and group_uuid.isascii() and group_id.isascii() and receipt.isascii()):
+        uuid, name, routing_key = _clean(uuid), _clean(name), _clean(routing_key)
+        group_uuid, group_id, receipt = _clean(group_uuid), _clean(group_id), _clean(receipt)
+    # the readers that may raise run in Go's field order, after every plain field passed
+    return Signature(
+        uuid, name, routing_key, None if eta is None else parse_rfc3339(eta), group_uuid,
+        group_task_count, None if args is None else _fast_args(args),
+        None if headers is None else ({} if not headers else _plain(headers)), priority,
+        immutable, retry_count, retry_timeout,
+        None if on_success is None else _signatures(on_success, "Signature.OnSuccess"),
+        None if on_error is None else _signatures(on_error, "Signature.OnError"),
+        None if chord_callback is None
+        else _read_signature_ptr(chord_callback, "Signature.ChordCallback"),
+        group_id, receipt, stop_deletion, ignore,
+    )
+
+
+def _fast_task_state(pairs: Pairs) -> TaskState | None:
+    ((k0, task_uuid), (k1, task_name), (k2, state), (k3, results), (k4, error),
+     (k5, created_at), (k6, ttl)) = pairs
+    if not ((k0, k1, k2, k3, k4, k5, k6) == _TASK_STATE_KEYS
+            and type(task_uuid) is str and type(task_name) is str and type(state) is str
+            and type(error) is str and type(created_at) is str and type(ttl) is int
+            and _INT64_MIN <= ttl <= _INT64_MAX and (results is None or type(results) is list)):
+        return None
+    if not (task_uuid.isascii() and task_name.isascii() and state.isascii()
+            and error.isascii()):
+        task_uuid, task_name, state, error = (
+            _clean(task_uuid), _clean(task_name), _clean(state), _clean(error))
+    if results is not None:
+        results = [_read_result_ptr(item, "TaskState.Results") for item in results]
+    return TaskState(task_uuid, task_name, state, results, error, parse_rfc3339(created_at), ttl)
+
+
+def _exact_struct(cls: type[_S], pairs: Pairs) -> _S:
+    """``cls._from_pairs`` with no fast path at any depth (nested structs included).
+
+    For the differential tests only: while it runs, the fast builders are off for the whole
+    process (every decode is then exact, just slower)."""
+    saved = {kind: kind.__dict__.get("_FAST") for kind in _FAST_BUILDERS}
+    for kind in _FAST_BUILDERS:
+        kind._FAST = None
+    try:
+        return cls._from_pairs_exact(pairs)
+    finally:
+        for kind, fast in saved.items():
+            kind._FAST = fast
+
+
+_SIGNATURE_KEYS = Signature._KEYS
+_TASK_STATE_KEYS = TaskState._KEYS
+Arg._FAST = _fast_arg
+TaskResult._FAST = _fast_result
+Signature._FAST = _fast_signature
+TaskState._FAST = _fast_task_state
+_FAST_BUILDERS: tuple[type[_GoStruct], ...] = (Arg, TaskResult, Signature, TaskState)
