@@ -201,19 +201,30 @@ class RedisSource(Source):
 
 
 class AmqpSource(Source):
-    """Celery on RabbitMQ: fetched with acks; set-aside messages wait in ``Q.bridge.migrate.aside``
-    and go back to ``Q`` at the end. A killed run's unacked messages are redelivered by RabbitMQ."""
+    """Celery's or machinery's queue on RabbitMQ: fetched with acks; set-aside messages wait
+    in ``Q.bridge.migrate.aside`` and go back to ``Q`` at the end. A killed run's unacked
+    messages are redelivered by RabbitMQ. (machinery's own delay queues are not read:
+    RabbitMQ gives them back to ``Q`` when due.)"""
 
     def __init__(self, endpoint: Endpoint, broker: Any) -> None:
         self.broker = broker
         self.queue = endpoint.queue
         self.aside_queue = self.queue + ASIDE_SUFFIX
+        self.celery = endpoint.protocol == "celery"
 
     def translate(self, held: Held, translator: Translator) -> Translated:
+        if not self.celery:
+            return translator.from_machinery(held.raw)
         message = cast(Delivery, held.delivery).message
         if message is None:
             return Translated("?", "", reason="not a Celery message", wanted=not translator.tasks)
         return translator.from_celery(message)
+
+    def _put_back(self, queue: str, deliveries: Sequence[Delivery]) -> None:
+        if self.celery:
+            self.broker.publish_messages(queue, [d.message for d in deliveries])
+        else:
+            self.broker.publish_raw(queue, [d.body for d in deliveries])
 
     def pending_counts(self, delayed: bool) -> dict[str, int]:
         return {"queue": int(self.broker.queue_depth(self.queue))}
@@ -235,8 +246,7 @@ class AmqpSource(Source):
     def finish(self, batch: str, published: Sequence[Held], aside: Sequence[Held],
                parked: Sequence[tuple[Held, str]]) -> None:
         if aside:
-            self.broker.publish_messages(self.aside_queue, [
-                cast(Delivery, h.delivery).message for h in aside])
+            self._put_back(self.aside_queue, [cast(Delivery, h.delivery) for h in aside])
         for held, reason in parked:
             self.broker.dead_letter(held.delivery, reason)
         done = [cast(Delivery, h.delivery) for h in [*published, *aside]]
@@ -250,7 +260,7 @@ class AmqpSource(Source):
             deliveries = self.broker.fetch(self.aside_queue, min(500, limit - total), 1.0)
             if not deliveries:
                 break
-            self.broker.publish_messages(self.queue, [d.message for d in deliveries])
+            self._put_back(self.queue, deliveries)
             self.broker.ack(deliveries)
             total += len(deliveries)
         return total
@@ -338,6 +348,20 @@ class CelerySink(Sink):
         self.broker.close()
 
 
+class MachineryAmqpSink(Sink):
+    """machinery on RabbitMQ: published as Go's Publish does (future ETAs through machinery's
+    delay queues), publisher-confirmed (no done record: at least once)."""
+
+    def __init__(self, endpoint: Endpoint, broker: Any) -> None:
+        self.broker = broker
+
+    def publish(self, items: Sequence[Translated], batch: str) -> None:
+        self.broker.publish([i.signature for i in items if i.signature is not None])
+
+    def close(self) -> None:
+        self.broker.close()
+
+
 class AmqpSink(Sink):
     """Celery on RabbitMQ: publisher-confirmed batches (no done record: at least once)."""
 
@@ -355,7 +379,7 @@ class AmqpSink(Sink):
 def open_source(endpoint: Endpoint, run: str) -> Source:
     """The source for ``endpoint``."""
     broker = endpoint.open_broker()
-    if endpoint.protocol == "celery" and endpoint.is_amqp:
+    if endpoint.is_amqp:
         return AmqpSource(endpoint, broker)
     return RedisSource(endpoint, broker, run)
 
@@ -364,11 +388,13 @@ def open_sink(endpoint: Endpoint, run: str) -> Sink:
     """The sink for ``endpoint``."""
     broker = endpoint.open_broker()
     if endpoint.protocol == "machinery":
+        if endpoint.is_amqp:
+            return MachineryAmqpSink(endpoint, broker)
         return MachinerySink(endpoint, broker, run)
     if endpoint.is_amqp:
         return AmqpSink(endpoint, broker)
     return CelerySink(endpoint, broker, run)
 
 
-__all__ = ["AmqpSink", "AmqpSource", "CelerySink", "MachinerySink", "RedisSource", "Sink",
-           "Source", "open_sink", "open_source"]
+__all__ = ["AmqpSink", "AmqpSource", "CelerySink", "MachineryAmqpSink", "MachinerySink",
+           "RedisSource", "Sink", "Source", "open_sink", "open_source"]

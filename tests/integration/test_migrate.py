@@ -426,3 +426,28 @@ def test_celery_on_rabbitmq_both_ways(db_url: str, amqp_url: str) -> None:
     (left,) = amqp.fetch(queue, 10, 2.0)  # the untranslatable one is back in the queue
     assert left.message is not None and decode_task(left.message).args == [{"x": 1}]
     amqp.close()
+
+
+def test_machinery_on_rabbitmq_both_ways(db_url: str, amqp_url: str) -> None:
+    """machinery's AMQP layout (exchange, binding key = queue) as source and destination."""
+    from bridge.brokers.amqp import AmqpBroker
+
+    queue = f"migm_{uuid.uuid4().hex[:8]}"
+    rabbit = parse_endpoint(f"machinery+{amqp_url}?queue={queue}&backend={db_url}")
+    tasks = [new_task("tasks.add", [i, 1]) for i in range(200)]
+    publish_celery(db_url, "celery", tasks)
+    report = migrate(celery_ep(db_url), rabbit, batch=64)
+    assert report.moved == 200 and celery_queue(db_url, "celery") == []
+    amqp = AmqpBroker.from_config(rabbit.machinery_config())
+    assert amqp.queue_depth(queue) == 200
+    amqp.publish_raw(queue, [b"{not a signature"])
+    amqp.close()
+    report = migrate(rabbit, celery_ep(db_url, "back"), batch=64)
+    assert report.moved == 200 and report.left_behind == 1
+    back = celery_queue(db_url, "back")
+    assert [(t.id, t.name, t.args) for t in back] == [(t.id, t.name, t.args) for t in tasks]
+    amqp = AmqpBroker.from_config(rabbit.machinery_config())
+    (left,) = amqp.fetch(queue, 10, 2.0)  # the undecodable one is back in the queue
+    assert left.body == b"{not a signature"
+    amqp.ack([left])
+    amqp.close()
