@@ -87,8 +87,9 @@ def migrate(src: str, dst: str, copy: bool, dry_run: bool, tasks: tuple[str, ...
     """Move pending messages from SRC to DST, translating between Celery and machinery.
 
     SRC and DST are endpoints: celery+redis://HOST:PORT/DB?queue=Q&backend=URL,
-    celery+amqp://USER:PASS@HOST:PORT/VHOST?queue=Q&backend=URL or
-    machinery+redis://HOST:PORT/DB?queue=Q&backend=URL. Each message is published to DST
+    celery+amqp://USER:PASS@HOST:PORT/VHOST?queue=Q&backend=URL,
+    machinery+redis://HOST:PORT/DB?queue=Q&backend=URL or
+    machinery+amqp://USER:PASS@HOST:PORT/?queue=Q&backend=URL. Each message is published to DST
     before it leaves SRC; a killed run is resumed by running the same command again.
     Exit status 3 when untranslatable messages stayed in SRC.
     """
