@@ -367,3 +367,8 @@ class RedisProcesses:
             for client in clients:
                 client.close()
         return Cluster(tuple(nodes))
+
+
+def with_db(url: str, db: int) -> str:
+    """The same Redis server's database ``db``."""
+    return f"{url.rsplit('/', 1)[0]}/{db}"

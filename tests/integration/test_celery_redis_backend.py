@@ -30,12 +30,9 @@ from bridge.brokers.base import Delivery
 from bridge.brokers.celery_redis import CeleryRedisBroker
 from bridge.protocol.celery_message import CeleryMessage
 from tests.celery_worker import celery_worker
+from tests.redis_servers import with_db
 
 BROKER_DB, BACKEND_DB = 9, 10
-
-
-def with_db(url: str, db: int) -> str:
-    return f"{url.rsplit('/', 1)[0]}/{db}"
 
 
 @pytest.fixture

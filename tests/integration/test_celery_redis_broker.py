@@ -27,6 +27,7 @@ from bridge.brokers.celery_redis import CeleryRedisBroker
 from bridge.protocol.celery_message import CeleryMessage
 from tests.celery_app import app as worker_app
 from tests.celery_worker import ROOT, celery_worker
+from tests.redis_servers import with_db
 
 # A Celery worker started with ``-A tests.integration.test_celery_redis_broker:worker_app``
 # gets kombu transport options from $BRIDGE_TEST_TRANSPORT_OPTIONS (e.g. visibility_timeout).
@@ -36,10 +37,6 @@ if os.environ.get("BRIDGE_TEST_TRANSPORT_OPTIONS"):
 WORKER_APP = "tests.integration.test_celery_redis_broker:worker_app"
 
 BROKER_DB, BACKEND_DB = 7, 8
-
-
-def with_db(url: str, db: int) -> str:
-    return f"{url.rsplit('/', 1)[0]}/{db}"
 
 
 @pytest.fixture

@@ -35,19 +35,15 @@ from bridge.protocol.gotime import GoTime, unix_nano
 from bridge.protocol.kombu_envelope import decode_envelope, to_envelope
 from bridge.protocol.machinery import PENDING, SUCCESS, Arg, Signature, TaskResult, TaskState
 from bridge.schema import TaskSchema
+from tests.redis_servers import with_db
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def on_db(url: str, db: int) -> str:
-    """The same server, database ``db``."""
-    return url.rsplit("/", 1)[0] + f"/{db}"
 
 
 @pytest.fixture()
 def db_url(redis_url: str) -> Iterator[str]:
     """A database of the session's server, flushed before and after the test."""
-    url = on_db(redis_url, 5)
+    url = with_db(redis_url, 5)
     client = redis.Redis.from_url(url)
     client.flushdb()
     yield url
@@ -363,7 +359,7 @@ def test_a_batch_published_before_the_crash_is_not_published_again(db_url: str) 
 
 
 def test_sigkill_mid_way_then_rerun_delivers_every_message_exactly_once(redis_url: str) -> None:
-    src_url, dst_url = on_db(redis_url, 6), on_db(redis_url, 7)  # two databases
+    src_url, dst_url = with_db(redis_url, 6), with_db(redis_url, 7)  # two databases
     for url in (src_url, dst_url):
         redis.Redis.from_url(url).flushdb()
     total = 20_000
