@@ -38,9 +38,9 @@ from bridge.relay import Relay, RelayOptions, inflight_key, open_relay
 from bridge.relay_reverse import error_text, typed_results
 from bridge.result import TaskFailed
 from bridge.schema import TaskSchema
-from bridge.worker import Worker, WorkerOptions
 from tests.celery_worker import celery_worker
 from tests.interop.interop_app import make_app
+from tests.worker_thread import worker_thread
 
 WAIT = 30.0
 
@@ -99,15 +99,8 @@ def running(relay: Relay) -> Iterator[Relay]:
 def machinery_worker(url: str, queue: str) -> Iterator[Bridge]:
     """The bridge's machinery worker serving the Go harness's task set on ``queue``."""
     app = make_app(url, queue)
-    worker = Worker(app, WorkerOptions(concurrency=4, poll_timeout=0.1))
-    thread = threading.Thread(target=worker.run, daemon=True)
-    thread.start()
-    try:
+    with worker_thread(app, 4):
         yield app
-    finally:
-        worker.stop()
-        thread.join(timeout=20)
-        app.close()
 
 
 def hash_fields(client: redis.Redis, key: str) -> set[str]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import gc
 import json
 import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -33,8 +32,8 @@ from bridge.config import Config
 from bridge.handlers.celery import celery_handler_factory
 from bridge.protocol.celery import encode_task, new_task
 from bridge.retry import RetryLater
-from bridge.worker import Worker, WorkerOptions
 from tests import celery_app as celery_tasks
+from tests.worker_thread import worker_thread
 
 
 @dataclass
@@ -92,17 +91,12 @@ def served(redis_url: str) -> Iterator[Served]:
     def kw(a: int, *, scale: int = 1, label: str = "") -> str:
         return f"{label}{a * scale}"
 
-    worker = Worker(bridge, WorkerOptions(poll_timeout=0.1, concurrency=4),
-                    handlers=[celery_handler_factory(redis_url, redis_url, celery_queue)])
-    thread = threading.Thread(target=worker.run, daemon=True)
-    thread.start()
     producer = _producer(redis_url, celery_queue)
+    handler = celery_handler_factory(redis_url, redis_url, celery_queue)
     try:
-        yield Served(redis_url, celery_queue, machinery_queue, producer, bridge)
+        with worker_thread(bridge, 4, handlers=[handler]):
+            yield Served(redis_url, celery_queue, machinery_queue, producer, bridge)
     finally:
-        worker.stop()
-        thread.join(timeout=30)
-        bridge.close()
         _close_producer(producer)
 
 
@@ -237,22 +231,17 @@ def test_celery_clients_on_rabbitmq(redis_url: str, amqp_url: str) -> None:
     queue = f"amqp_cq_{uuid.uuid4().hex[:8]}"
     bridge = Bridge(Config(broker=redis_url, result_backend=redis_url))
     register_celery_tasks(bridge, celery_tasks.app)
-    worker = Worker(bridge, WorkerOptions(poll_timeout=0.1),
-                    handlers=[celery_handler_factory(amqp_url, redis_url, queue)],
-                    machinery=False)
-    thread = threading.Thread(target=worker.run, daemon=True)
-    thread.start()
     producer = Celery("amqp-producer", broker=amqp_url, backend=redis_url)
     producer.conf.update(task_default_queue=queue)
+    handler = celery_handler_factory(amqp_url, redis_url, queue)
     try:
-        assert producer.send_task("tasks.add", (20, 22)).get(timeout=30) == 42
-        add = signature("tasks.add", app=producer)
-        assert chain(add.clone((1, 2)), add.clone((3,))).apply_async().get(timeout=30) == 6
-        with pytest.raises(ValueError, match="rabbit"):
-            producer.send_task("tasks.fail", ("rabbit",)).get(timeout=30)
-        assert producer.send_task("tasks.add", (1, 1), countdown=1).get(timeout=30) == 2
+        with worker_thread(bridge, 4, handlers=[handler], machinery=False):
+            assert producer.send_task("tasks.add", (20, 22)).get(timeout=30) == 42
+            add = signature("tasks.add", app=producer)
+            assert chain(add.clone((1, 2)), add.clone((3,))).apply_async().get(
+                timeout=30) == 6
+            with pytest.raises(ValueError, match="rabbit"):
+                producer.send_task("tasks.fail", ("rabbit",)).get(timeout=30)
+            assert producer.send_task("tasks.add", (1, 1), countdown=1).get(timeout=30) == 2
     finally:
-        worker.stop()
-        thread.join(timeout=30)
-        bridge.close()
         _close_producer(producer)

@@ -13,8 +13,6 @@ The harness configures machinery's AMQP broker as its examples do (durable direc
 from __future__ import annotations
 
 import dataclasses
-import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -30,9 +28,10 @@ from bridge import TaskFailed
 from bridge.app import Bridge
 from bridge.brokers.amqp import AmqpBroker
 from bridge.config import AMQPConfig
-from bridge.worker import Worker, WorkerOptions
 from tests.interop.conftest import VERSIONS
+from tests.interop.go_processes import go_produce, go_worker
 from tests.interop.interop_app import echo_task_name, make_app
+from tests.worker_thread import worker_thread
 
 pytestmark = pytest.mark.go
 
@@ -56,47 +55,8 @@ def python_worker(amqp_url: str, redis_url: str, queue: str,
                   concurrency: int = 8) -> Iterator[Bridge]:
     app = amqp_app(amqp_url, redis_url, queue)
     app.broker.declare(queue)  # consuming from here on: nothing published now is missed
-    worker = Worker(app, WorkerOptions(concurrency=concurrency, poll_timeout=0.1))
-    thread = threading.Thread(target=worker.run, daemon=True)
-    thread.start()
-    try:
+    with worker_thread(app, concurrency):
         yield app
-    finally:
-        worker.stop()
-        thread.join(timeout=20)
-        app.close()
-
-
-@contextmanager
-def go_worker(binary: Path, amqp_url: str, redis_url: str, queue: str,
-              concurrency: int = 8) -> Iterator[None]:
-    proc = subprocess.Popen([str(binary), "worker", "--broker", amqp_url, "--backend",
-                             redis_url, "--queue", queue, "--concurrency", str(concurrency)],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        assert proc.stdout is not None
-        ready = proc.stdout.readline()
-        assert "worker ready" in ready, f"the Go worker did not start: {ready!r}"
-        threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep the pipe drained
-        yield
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-def go_produce(binary: Path, amqp_url: str, redis_url: str, queue: str, scenario: str,
-               *extra: str) -> str:
-    run = subprocess.run([str(binary), "produce", "--broker", amqp_url, "--backend", redis_url,
-                          "--queue", queue, "--scenario", scenario, "--timeout", "60", *extra],
-                         capture_output=True, text=True, timeout=300)
-    failures = [line for line in run.stdout.splitlines() if line.startswith("FAIL")]
-    assert not failures, "\n".join(failures)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert ", 0 failed" in run.stdout.splitlines()[-1]
-    return run.stdout
 
 
 def wait_for_consumers(amqp_url: str, queue: str, count: int) -> None:
@@ -120,7 +80,7 @@ def test_go_producer_python_worker(version: str, harness: dict[str, Path], amqp_
                                    redis_url: str) -> None:
     queue = fresh_queue()
     with python_worker(amqp_url, redis_url, queue):
-        out = go_produce(harness[version], amqp_url, redis_url, queue, "all")
+        out = go_produce(harness[version], amqp_url, queue, "all", backend=redis_url)
     passed = int(out.splitlines()[-1].split()[0])
     assert passed >= 30  # every arg type, chain, group, chord, eta, fail, retry
     assert "ok eta/not_before_eta" in out  # through Go's delay queue
@@ -132,7 +92,7 @@ def test_python_producer_go_worker(version: str, harness: dict[str, Path], amqp_
                                    redis_url: str) -> None:
     queue = fresh_queue()
     app = amqp_app(amqp_url, redis_url, queue)  # its registry types the args; no worker
-    with go_worker(harness[version], amqp_url, redis_url, queue):
+    with go_worker(harness[version], amqp_url, queue, backend=redis_url):
         sent: list[tuple[str, Any, Any]] = []
         for go_type, values in ECHO.items():
             for value in values:
@@ -165,10 +125,11 @@ def test_go_and_python_workers_share_a_queue(harness: dict[str, Path], amqp_url:
     """Each worker declares the exchange, the queue and its binding: none is refused, all
     consume, and a chord of 50 split between them fires its callback once."""
     queue = fresh_queue()
-    with go_worker(harness["v2"], amqp_url, redis_url, queue, 4), \
-            go_worker(harness["v1"], amqp_url, redis_url, queue, 4), \
+    with go_worker(harness["v2"], amqp_url, queue, 4, backend=redis_url), \
+            go_worker(harness["v1"], amqp_url, queue, 4, backend=redis_url), \
             python_worker(amqp_url, redis_url, queue, 4):
         wait_for_consumers(amqp_url, queue, 3)
         for _ in range(2):
-            out = go_produce(harness["v2"], amqp_url, redis_url, queue, "chord", "--n", "50")
+            out = go_produce(harness["v2"], amqp_url, queue, "chord", "--n", "50",
+                             backend=redis_url)
             assert "ok chord/" in out

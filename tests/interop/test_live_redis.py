@@ -7,8 +7,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,10 +19,11 @@ import redis
 
 from bridge import TaskFailed
 from bridge.app import Bridge
-from bridge.worker import Worker, WorkerOptions
 from tests.interop.conftest import VERSIONS
+from tests.interop.go_processes import go_produce, go_worker
 from tests.interop.interop_app import echo_task_name, make_app
 from tests.interop.python_corpus import EDGE
+from tests.worker_thread import worker_thread
 
 pytestmark = pytest.mark.go
 
@@ -32,47 +31,8 @@ pytestmark = pytest.mark.go
 @contextmanager
 def python_worker(url: str, queue: str, concurrency: int = 8) -> Iterator[Bridge]:
     app = make_app(url, queue)
-    worker = Worker(app, WorkerOptions(concurrency=concurrency, poll_timeout=0.1))
-    thread = threading.Thread(target=worker.run, daemon=True)
-    thread.start()
-    try:
+    with worker_thread(app, concurrency):
         yield app
-    finally:
-        worker.stop()
-        thread.join(timeout=20)
-        app.close()
-
-
-@contextmanager
-def go_worker(binary: Path, url: str, queue: str, concurrency: int = 8) -> Iterator[None]:
-    proc = subprocess.Popen([str(binary), "worker", "--broker", url, "--backend", url,
-                             "--queue", queue, "--concurrency", str(concurrency)],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        assert proc.stdout is not None
-        deadline = time.time() + 30
-        for line in proc.stdout:
-            if "worker ready" in line or time.time() > deadline:
-                break
-        threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep the pipe drained
-        yield
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-def go_produce(binary: Path, url: str, queue: str, scenario: str, *extra: str) -> str:
-    run = subprocess.run([str(binary), "produce", "--broker", url, "--backend", url,
-                          "--queue", queue, "--scenario", scenario, "--timeout", "60", *extra],
-                         capture_output=True, text=True, timeout=600)
-    failures = [line for line in run.stdout.splitlines() if line.startswith("FAIL")]
-    assert not failures, "\n".join(failures)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert ", 0 failed" in run.stdout.splitlines()[-1]
-    return run.stdout
 
 
 def fresh_queue() -> str:

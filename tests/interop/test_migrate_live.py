@@ -25,7 +25,7 @@ from bridge.brokers.redis import RedisBroker
 from bridge.protocol.celery import encode_task, new_task
 from bridge.protocol.machinery import PENDING, SUCCESS, Arg, Signature
 from tests.celery_worker import celery_worker
-from tests.interop.test_live_redis import go_worker
+from tests.interop.go_processes import go_worker
 
 pytestmark = pytest.mark.go
 

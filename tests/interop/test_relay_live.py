@@ -39,7 +39,7 @@ from tests.integration.test_relay import (
     running,
 )
 from tests.interop.conftest import VERSIONS
-from tests.interop.test_live_redis import go_worker
+from tests.interop.go_processes import go_worker
 
 pytestmark = pytest.mark.go
 
