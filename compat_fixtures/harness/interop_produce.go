@@ -60,6 +60,7 @@ func runProduce(args []string) (int, error) {
 	which := fs.String("scenario", "", "scenario name, comma-separated names, or all")
 	n := fs.Int("n", 10, "chord size")
 	timeout := fs.Float64("timeout", 30, "seconds to wait for each result")
+	fs.StringVar(&brokerMessageGroupID, "group-id", "", "Signature.BrokerMessageGroupId of every task sent (required by an SQS .fifo queue)")
 	fs.Parse(args)
 	if err := f.validate(); err != nil {
 		return 0, err

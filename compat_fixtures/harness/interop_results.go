@@ -5,17 +5,24 @@ import (
 	"fmt"
 	"reflect"
 	"strings"
+	"time"
 )
 
 // Helpers shared by the produce scenarios: building signatures and judging
 // what machinery's own AsyncResult hands back.
 
-// newSig is tasks.NewSignature (fresh "task_<uuid4>" UUID).
+// brokerMessageGroupID is --group-id: the BrokerMessageGroupId of every
+// signature produce / send build (an SQS FIFO queue requires one).
+var brokerMessageGroupID string
+
+// newSig is tasks.NewSignature (fresh "task_<uuid4>" UUID), with
+// BrokerMessageGroupId = --group-id.
 func newSig(name string, args ...Arg) *Signature {
 	sig, err := NewSignature(name, args)
 	if err != nil {
 		panic(err) // only fails when the OS cannot supply random bytes
 	}
+	sig.BrokerMessageGroupId = brokerMessageGroupID
 	return sig
 }
 
@@ -34,7 +41,21 @@ func stringArg(s string) Arg { return Arg{Type: "string", Value: s} }
 // until the state is SUCCESS (-> ReflectTaskResults) or FAILURE (-> error
 // with the state's Error text), or "Timeout reached".
 func (e *scenarioEnv) wait(ar *AsyncResult) ([]reflect.Value, error) {
-	return ar.GetWithTimeout(e.timeout, pollInterval)
+	return getSafely(ar.GetWithTimeout, e.timeout)
+}
+
+// getSafely calls an (Async|Chain|Chord)AsyncResult's GetWithTimeout and
+// turns a panic into an error "panic: ...": machinery's ReflectTaskResults
+// panics on some stored values (e.g. a BSON array or binary read back by
+// the MongoDB backend where a slice is expected), and one such result must
+// not end the whole run.
+func getSafely(get func(timeout, sleep time.Duration) ([]reflect.Value, error), timeout time.Duration) (results []reflect.Value, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			results, err = nil, fmt.Errorf("panic: %v", r)
+		}
+	}()
+	return get(timeout, pollInterval)
 }
 
 // expectInt64 / expectString / expectNone wait for ar and judge its results.

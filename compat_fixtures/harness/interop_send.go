@@ -27,6 +27,7 @@ func runSend(args []string) (failed int, err error) {
 	batch := fs.Bool("batch", false, fmt.Sprintf("publish concurrently (%d goroutines)", batchConcurrency))
 	wait := fs.Bool("wait", false, `wait for each result: "<uuid> {\"results\":[ARGCHECK...]}" or "<uuid> {\"error\":TEXT}"`)
 	timeout := fs.Float64("timeout", 30, "seconds to wait for each result (--wait)")
+	fs.StringVar(&brokerMessageGroupID, "group-id", "", "Signature.BrokerMessageGroupId of every task sent (required by an SQS .fifo queue)")
 	fs.Parse(args)
 	if err := f.validate(); err != nil {
 		return 0, err
@@ -126,7 +127,7 @@ func sendCopies(srv *Server, task string, args []Arg, count int, batch, print bo
 // {"error":TEXT} (a FAILURE's Error text, or "Timeout reached"). ok is false
 // only for a timeout: a FAILURE is an answer too.
 func resultLine(ar *AsyncResult, timeout time.Duration) (line string, ok bool) {
-	values, err := ar.GetWithTimeout(timeout, pollInterval)
+	values, err := getSafely(ar.GetWithTimeout, timeout)
 	out := map[string]interface{}{}
 	if err == nil {
 		types := resultTypes(ar)

@@ -106,6 +106,8 @@ func interopTasks(rdb *redis.Pool) map[string]interface{} {
 			return n, nil
 		},
 		"noop": func() error { return nil },
+		// record(key, ms): the fault harness's execution counter (interop_fault.go)
+		"record": recordTask,
 		"stamp": func(key string) (int64, error) {
 			now := time.Now().UnixMilli()
 			conn := rdb.Get()

@@ -20,6 +20,11 @@ func runWorker(args []string) error {
 	if err := f.validate(); err != nil {
 		return err
 	}
+	var ready sync.Once
+	sayReady := func() { ready.Do(func() { fmt.Fprintln(os.Stdout, "worker ready") }) }
+	// The SQS broker never calls the PreConsumeHandler either: there,
+	// ready = its first ReceiveMessage (a hook on the injected client).
+	f.sqsReceiveHook = sayReady
 	in, err := newInterop(&f)
 	if err != nil {
 		return err
@@ -35,8 +40,6 @@ func runWorker(args []string) error {
 	// so its first call means "consuming": the one moment to say ready.
 	// The AMQP broker never calls it: there, ready = one more consumer on
 	// the queue than before Launch.
-	var ready sync.Once
-	sayReady := func() { ready.Do(func() { fmt.Fprintln(os.Stdout, "worker ready") }) }
 	w.SetPreConsumeHandler(func(*Worker) bool {
 		sayReady()
 		return true

@@ -6,6 +6,9 @@
 package main
 
 import (
+	"os"
+	"strings"
+
 	machinery "github.com/RichardKnop/machinery/v1"
 	"github.com/RichardKnop/machinery/v1/backends/result"
 	"github.com/RichardKnop/machinery/v1/config"
@@ -28,6 +31,7 @@ type (
 	Server      = machinery.Server
 	Config      = config.Config
 	AMQPConfig  = config.AMQPConfig
+	MongoConfig = config.MongoDBConfig
 	Worker      = machinery.Worker
 	AsyncResult = result.AsyncResult
 )
@@ -60,12 +64,20 @@ func newRedisServer(cnf *Config, redisURL string) (*Server, error) {
 }
 
 // newBrokerBackendServer is newRedisServer with separate broker and backend
-// URLs (interop worker / producer); an amqp:// broker URL gets machinery's
-// AMQP broker from the same factory (cnf.AMQP must be set). NOTE: v1's NewServer ignores backend
-// factory errors (the backend is then nil and SendTask fails with "Result
-// backend required"), so a bad --backend URL only shows up there.
+// URLs (interop worker / producer), all through the same factories: an
+// amqp:// broker or backend needs cnf.AMQP; an SQS broker (an http(s)://
+// queue URL prefix) and a DynamoDB backend (https://dynamodb...) use the
+// clients setupAWS put into cnf.SQS / cnf.DynamoDB; memcache:// and
+// mongodb:// backends are built from the URL. NOTE: v1's NewServer ignores
+// backend factory errors (the backend is then nil and SendTask fails with
+// "Result backend required"), so a bad --backend URL only shows up there.
 func newBrokerBackendServer(cnf *Config, brokerURL, backendURL string) (*Server, error) {
 	cnf.Broker = brokerURL
 	cnf.ResultBackend = backendURL
+	if kind, _ := brokerKindOf(brokerURL); kind == kindSQS && !strings.HasPrefix(brokerURL, "https://sqs") {
+		// v1's BrokerFactory takes an SQS URL other than https://sqs...
+		// (a local SQS such as moto) only with this variable set.
+		os.Setenv("DISABLE_STRICT_SQS_CHECK", "1")
+	}
 	return machinery.NewServer(cnf)
 }

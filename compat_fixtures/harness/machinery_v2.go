@@ -5,12 +5,20 @@
 package main
 
 import (
+	"strings"
+
 	machinery "github.com/RichardKnop/machinery/v2"
+	amqpbackend "github.com/RichardKnop/machinery/v2/backends/amqp"
+	dynamobackend "github.com/RichardKnop/machinery/v2/backends/dynamodb"
+	backendiface "github.com/RichardKnop/machinery/v2/backends/iface"
+	memcachebackend "github.com/RichardKnop/machinery/v2/backends/memcache"
+	mongobackend "github.com/RichardKnop/machinery/v2/backends/mongo"
 	redisbackend "github.com/RichardKnop/machinery/v2/backends/redis"
 	"github.com/RichardKnop/machinery/v2/backends/result"
 	amqpbroker "github.com/RichardKnop/machinery/v2/brokers/amqp"
 	"github.com/RichardKnop/machinery/v2/brokers/iface"
 	redisbroker "github.com/RichardKnop/machinery/v2/brokers/redis"
+	sqsbroker "github.com/RichardKnop/machinery/v2/brokers/sqs"
 	"github.com/RichardKnop/machinery/v2/config"
 	eagerlock "github.com/RichardKnop/machinery/v2/locks/eager"
 	mlog "github.com/RichardKnop/machinery/v2/log"
@@ -32,6 +40,7 @@ type (
 	Server      = machinery.Server
 	Config      = config.Config
 	AMQPConfig  = config.AMQPConfig
+	MongoConfig = config.MongoDBConfig
 	Worker      = machinery.Worker
 	AsyncResult = result.AsyncResult
 )
@@ -64,27 +73,56 @@ func newRedisServer(cnf *Config, redisURL string) (*Server, error) {
 }
 
 // newBrokerBackendServer is newRedisServer with separate broker and backend
-// URLs (interop worker / producer); an amqp:// broker URL gets machinery's
-// AMQP broker (cnf.AMQP must be set), which dials cnf.Broker. Otherwise
-// cnf.Broker / cnf.ResultBackend are only informational in v2 (the worker
-// logs them); set them like v1 does.
+// URLs (interop worker / producer), each built by hand as v2 requires:
+// machinery's AMQP broker / backend (cnf.AMQP must be set; they dial
+// cnf.Broker / cnf.ResultBackend), its SQS broker and DynamoDB backend with
+// the clients setupAWS put into cnf.SQS / cnf.DynamoDB, the memcache backend
+// on the URL's servers, the MongoDB backend (dials cnf.ResultBackend).
+// Otherwise cnf.Broker / cnf.ResultBackend are only informational in v2
+// (the worker logs them); set them like v1 does.
 func newBrokerBackendServer(cnf *Config, brokerURL, backendURL string) (*Server, error) {
-	rHost, rPassword, rDB, err := parseRedisURL(backendURL)
+	cnf.Broker = brokerURL
+	cnf.ResultBackend = backendURL
+	backend, err := newBackend(cnf, backendURL)
 	if err != nil {
 		return nil, err
 	}
-	cnf.Broker = brokerURL
-	cnf.ResultBackend = backendURL
 	var broker iface.Broker
-	if isAMQP(brokerURL) { // machinery's AMQP broker reads cnf.Broker and cnf.AMQP
+	switch kind, _ := brokerKindOf(brokerURL); kind {
+	case kindAMQP: // machinery's AMQP broker reads cnf.Broker and cnf.AMQP
 		broker = amqpbroker.New(cnf)
-	} else {
+	case kindSQS: // queue URL = cnf.Broker + "/" + queue
+		if broker, err = sqsbroker.New(cnf); err != nil {
+			return nil, err
+		}
+	default:
 		bHost, bPassword, bDB, err := parseRedisURL(brokerURL)
 		if err != nil {
 			return nil, err
 		}
 		broker = redisbroker.New(cnf, bHost, "", bPassword, "", bDB)
 	}
-	backend := redisbackend.New(cnf, rHost, "", rPassword, "", rDB)
 	return machinery.NewServer(cnf, broker, backend, eagerlock.New()), nil
+}
+
+func newBackend(cnf *Config, backendURL string) (backendiface.Backend, error) {
+	kind, err := backendKindOf(backendURL)
+	if err != nil {
+		return nil, err
+	}
+	switch kind {
+	case kindAMQP:
+		return amqpbackend.New(cnf), nil
+	case kindMemcache:
+		return memcachebackend.New(cnf, strings.Split(strings.TrimPrefix(backendURL, "memcache://"), ",")), nil
+	case kindMongoDB:
+		return mongobackend.New(cnf)
+	case kindDynamoDB:
+		return dynamobackend.New(cnf)
+	}
+	rHost, rPassword, rDB, err := parseRedisURL(backendURL)
+	if err != nil {
+		return nil, err
+	}
+	return redisbackend.New(cnf, rHost, "", rPassword, "", rDB), nil
 }

@@ -12,6 +12,7 @@
 //	worker  --broker URL --backend URL ...         real worker serving the interop task set
 //	produce --broker URL --backend URL --scenario  send workflows, check with AsyncResult
 //	send    --broker URL --backend URL --task ...  send N copies of one task, print UUIDs
+//	periodic --broker URL --name N --spec S --task T  RegisterPeriodicTask until SIGTERM (v2)
 package main
 
 import (
@@ -60,6 +61,11 @@ func main() {
 		}
 		if failed > 0 {
 			os.Exit(1)
+		}
+	case "periodic":
+		if err := runPeriodic(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "periodic:", err)
+			os.Exit(2)
 		}
 	case "version":
 		fmt.Println(machineryVersion, moduleVersion())

@@ -51,7 +51,7 @@ func checkEcho(typ string, value interface{}, ar *AsyncResult, timeout time.Dura
 	if err != nil {
 		return fmt.Errorf("expected value: %v", err)
 	}
-	got, err := one(ar.GetWithTimeout(timeout, pollInterval))
+	got, err := one(getSafely(ar.GetWithTimeout, timeout))
 	if err != nil {
 		return err
 	}

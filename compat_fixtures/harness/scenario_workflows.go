@@ -25,12 +25,26 @@ func scenarioChain(e *scenarioEnv) {
 		e.check("send", fmt.Errorf("SendChain: %v", err))
 		return
 	}
-	results, err := car.GetWithTimeout(e.timeout, pollInterval)
-	e.check("result", wantInt64(results, err, 35))
 	// The intermediate states, through fresh AsyncResults on the same UUIDs.
 	backend := e.srv.GetBackend()
-	e.check("step_1", e.expectInt64(NewAsyncResult(s1, backend), 3))
-	e.check("step_2", e.expectInt64(NewAsyncResult(s2, backend), 30))
+	steps := func() {
+		e.check("step_1", e.expectInt64(NewAsyncResult(s1, backend), 3))
+		e.check("step_2", e.expectInt64(NewAsyncResult(s2, backend), 30))
+	}
+	// The AMQP backend hands out each stored state once (basic.get of the
+	// task's queue), so whoever polls first consumes it: ChainAsyncResult
+	// polls every step. There, read the steps first; ChainAsyncResult only
+	// needs the last one. (Its IsAMQP() is false: machinery's AMQP backend
+	// does not override it, so AsyncResult never purges those queues.)
+	amqpStates := e.transport.backendKind == kindAMQP
+	if amqpStates {
+		steps()
+	}
+	results, err := getSafely(car.GetWithTimeout, e.timeout)
+	e.check("result", wantInt64(results, err, 35))
+	if !amqpStates {
+		steps()
+	}
 }
 
 // scenarioGroup: add(i, i) for i = 1..5, each = 2i.
@@ -80,14 +94,18 @@ func scenarioChord(e *scenarioEnv) {
 		e.check("send", fmt.Errorf("SendChord: %v", err))
 		return
 	}
-	results, err := car.GetWithTimeout(e.timeout, pollInterval)
+	results, err := getSafely(car.GetWithTimeout, e.timeout)
 	if results == nil && err == nil {
 		// ChordAsyncResult.GetWithTimeout swallows member and callback
 		// errors and returns (nil, nil) instead.
 		err = errors.New("no result: a member or the callback failed (ChordAsyncResult returns nil, nil)")
 	}
 	e.check("callback", wantInt64(results, err, want))
-	e.check("group_meta", e.checkChordMeta(group.GroupUUID, sigs))
+	if e.groupMeta != nil {
+		e.check("group_meta", e.checkChordMeta(group.GroupUUID, sigs))
+	} else {
+		fmt.Printf("info %s/group_meta: none (the %s backend keeps no group meta)\n", e.scenario, e.transport.backendKind)
+	}
 
 	// Exactly once, also a little later (a duplicate trigger would come
 	// from another worker's last member finishing at the same time).
@@ -98,15 +116,13 @@ func scenarioChord(e *scenarioEnv) {
 	e.check("counter_later", e.checkCounter(key, 1))
 }
 
-// checkChordMeta: after the callback was sent, the group meta (GET
-// <groupUUID>) lists the member UUIDs in order and has ChordTriggered set.
+// checkChordMeta: after the callback was sent, the group meta (Redis and
+// memcache: the JSON under <groupUUID>; MongoDB: the group_metas document;
+// DynamoDB: the group_metas item) lists the member UUIDs in order and has
+// ChordTriggered set.
 func (e *scenarioEnv) checkChordMeta(groupUUID string, sigs []*Signature) error {
-	b, err := redis.Bytes(e.do("GET", groupUUID))
+	meta, b, err := e.groupMeta(groupUUID)
 	if err != nil {
-		return fmt.Errorf("GET %s: %v", groupUUID, err)
-	}
-	meta := new(GroupMeta)
-	if err := decodeAsConsumer(b, meta); err != nil {
 		return fmt.Errorf("group meta: %v", err)
 	}
 	if !meta.ChordTriggered {
