@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass, fields
 
 from bridge.protocol.gotime import GoTime
 from bridge.protocol.machinery import (
@@ -40,9 +41,33 @@ def new_state(sig: Signature, state: str, results: Sequence[TaskResult] | None =
     """
     if state == PENDING:
         return TaskState(sig.uuid, sig.name, PENDING, created_at=now_utc())
+    if state in (SUCCESS, FAILURE) and sig.group_uuid and sig.group_task_count:
+        return MemberState(sig.uuid, state=state, results=list(results or ()) if state == SUCCESS
+                           else None, error=error, group_uuid=sig.group_uuid,
+                           group_task_count=sig.group_task_count)
     if state == SUCCESS:
         return TaskState(sig.uuid, state=SUCCESS, results=list(results or ()))
     return TaskState(sig.uuid, state=state, error=error)
+
+
+@dataclass(slots=True, eq=False)
+class MemberState(TaskState):
+    """A group member's SUCCESS or FAILURE, knowing its group (not part of the JSON).
+
+    Go's AMQP backend also publishes these to the group's queue, reading the Signature's
+    GroupUUID and GroupTaskCount (``markTaskCompleted``); other backends store the TaskState.
+    Equal to a TaskState with the same fields.
+    """
+
+    group_uuid: str = ""
+    group_task_count: int = 0
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, TaskState):
+            return NotImplemented
+        return all(getattr(self, f.name) == getattr(other, f.name) for f in fields(TaskState))
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 class Backend(ABC):
@@ -107,6 +132,11 @@ class Backend(ABC):
 
     def set_state_failure(self, sig: Signature, error: str) -> None:
         self.set_state(new_state(sig, FAILURE, error=error))
+
+    def ping(self) -> None:  # noqa: B027 - optional hook
+        """Reach the server once (startup validation): raise :class:`~bridge.errors.Unreachable`
+        naming the URL (password redacted) and the fix when it cannot be reached or refuses us,
+        :class:`~bridge.config.ConfigError` when the URL itself cannot be served."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

@@ -19,6 +19,7 @@ ends in one of ``:_-.``).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from kombu.serialization import loads as kombu_deserialize
 from kombu.utils.json import dumps as kombu_json
 
 from bridge.config import RedisConfig, redact_url
-from bridge.errors import BridgeError
+from bridge.errors import BridgeError, clip
 from bridge.redisconn import RedisClient, connect
 
 __all__ = [
@@ -45,7 +46,10 @@ __all__ = [
     "TaskMeta",
     "encode_exception",
     "go_error",
+    "store_script",
 ]
+
+log = logging.getLogger(__name__)
 
 READY_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
 EXCEPTION_STATES = frozenset({"RETRY", "FAILURE", "REVOKED"})
@@ -53,15 +57,19 @@ PROPAGATE_STATES = frozenset({"FAILURE", "REVOKED"})
 DEFAULT_EXPIRES = 86400
 
 # KEYS: meta keys; ARGV: ttl seconds (0: no expiry), serializer, then one value per key.
-# Skips a key whose stored meta has status SUCCESS; else SET(EX) + PUBLISH. Returns 1/0 each.
+# Skips a key whose stored meta has status SUCCESS, and a key that is not a string (another
+# application's: never written over); else SET(EX) + PUBLISH. Returns 1/0/-1 (foreign) each.
 STORE = """
 local ttl = tonumber(ARGV[1])
 local out = {}
 for i, key in ipairs(KEYS) do
   local value = ARGV[i + 2]
-  local current = redis.call('GET', key)
+  local kind = redis.call('TYPE', key).ok
+  local current = kind == 'string' and redis.call('GET', key)
   local done = false
-  if current then
+  if kind ~= 'none' and kind ~= 'string' then
+    out[i] = -1
+  elseif current then
     local ok, meta
     if ARGV[2] == 'msgpack' then
       ok, meta = pcall(cmsgpack.unpack, current)
@@ -70,7 +78,9 @@ for i, key in ipairs(KEYS) do
     end
     done = ok and type(meta) == 'table' and meta.status == 'SUCCESS'
   end
-  if done then
+  if out[i] then
+    -- foreign: left alone
+  elseif done then
     out[i] = 0
   else
     if ttl > 0 then redis.call('SETEX', key, ttl, value) else redis.call('SET', key, value) end
@@ -80,6 +90,18 @@ for i, key in ipairs(KEYS) do
 end
 return out
 """
+
+
+_SCRIPTS: dict[int, tuple[Any, Any]] = {}
+
+
+def store_script(client: Any) -> Any:
+    """The STORE script registered on ``client`` (a Celery backend's own Redis client, say),
+    made once per client."""
+    known = _SCRIPTS.get(id(client))
+    if known is None or known[0] is not client:
+        known = _SCRIPTS[id(client)] = (client, client.register_script(STORE))
+    return known[1]
 
 
 class ResultTimeout(BridgeError, TimeoutError):
@@ -240,14 +262,25 @@ class CeleryRedisBackend:
         because SUCCESS was already stored."""
         return self.store_many([TaskMeta(task_id, state, result, **meta)])[0]
 
-    def store_many(self, metas: Sequence[TaskMeta]) -> list[bool]:
-        """Store many metas in one round trip (dedupe, SETEX and PUBLISH each, atomically)."""
+    def store_many(self, metas: Sequence[TaskMeta],
+                   refused: dict[str, str] | None = None) -> list[bool]:
+        """Store many metas in one round trip (dedupe, SETEX and PUBLISH each, atomically).
+        A meta key that holds another type than a string is never written over: logged,
+        and noted in ``refused`` (task id: why) when given."""
         if not metas:
             return []
         keys = [self.task_key(m.task_id) for m in metas]
         values = [self.encode(m.as_dict()) for m in metas]
-        done = self._store(keys=keys, args=[self.expires, self.serializer, *values])
-        return [bool(d) for d in cast("list[int]", done)]
+        done = cast("list[int]", self._store(keys=keys, args=[self.expires, self.serializer,
+                                                              *values]))
+        for meta, key, written in zip(metas, keys, done, strict=True):
+            if written == -1:
+                why = (f"the result backend's key {clip(key, 200)!r} holds another type than "
+                       "a string: no meta is written over it")
+                log.warning("task %s: %s", meta.task_id, why)
+                if refused is not None:
+                    refused[meta.task_id] = why
+        return [d == 1 for d in done]
 
     def get_meta(self, task_id: str) -> dict[str, Any]:
         """The stored meta, decoded; ``{"status": "PENDING", "result": None}`` when none."""
@@ -255,6 +288,10 @@ class CeleryRedisBackend:
         if not raw:
             return {"status": "PENDING", "result": None}
         return cast("dict[str, Any]", self.decode(raw))
+
+    def ping(self) -> None:
+        """One PING (credentials and TLS are checked on connecting)."""
+        self.client.ping()
 
     def wait(self, task_id: str, timeout: float) -> dict[str, Any]:
         """The meta once ready (SUCCESS, FAILURE, REVOKED): subscribes, then GETs, then

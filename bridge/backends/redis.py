@@ -28,16 +28,11 @@ lock that expired mid-way (> 8 s stall) cannot make two Python callers both retu
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import logging
-import random
-import secrets
 import threading
-import time
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, cast
@@ -47,11 +42,13 @@ import redis.cluster
 from redis.commands.core import Script
 
 from bridge.backends.base import Backend, now_utc
-from bridge.brokers.redis_layout import Lane, run_script
+from bridge.backends.common import in_waves
+from bridge.backends.redsync import ChordLockError, MutexPolicy, RedsyncMutex
 from bridge.config import Config, redact_url
-from bridge.errors import BridgeError, DecodeError
+from bridge.errors import BridgeError, DecodeError, ForeignKeyError, StatesRefused, clip
 from bridge.protocol.machinery import PENDING, GroupMeta, TaskState
 from bridge.redisconn import RedisClient, connect
+from bridge.redislane import Lane, run_script
 
 __all__ = [
     "CHORD_MUTEX_KEY",
@@ -92,21 +89,37 @@ return current
 # TaskName and CreatedAt are plain tokens at known places; copy them into the new bytes
 # (head .. name .. mid .. created .. tail) and SET EX. KEYS[i] has ARGV[4i-2..4i+1] = mode
 # ('P': PENDING, written fresh from the first part; 'M': merged), head, mid, tail; ARGV[1]
-# = TTL. Returns per key 1 (written) or what is stored when it is not in that simple shape
-# (escapes in the name, another writer's layout): the caller merges that the careful way.
-_SPLICE_MANY_SCRIPT = """
+# = TTL. Returns per key 1 (written), {-1, type} for a key of another type than a string
+# (never written over), or what is stored when it is not in that simple shape with this
+# task's TaskUUID (escapes in the name, another writer's layout, not a task state at all):
+# the caller decides that the careful way.
+_SPLICE_LOOP = """
 local ttl = ARGV[1]
 local out = {}
-for i, key in ipairs(KEYS) do
+for i = 1, nkeys do
+  local key = KEYS[i]
   local at = 4 * i - 2
-  if ARGV[at] == 'P' then
-    redis.call('SET', key, ARGV[at + 1], 'EX', ttl)
-    out[i] = 1
+  local kind = redis.call('TYPE', key).ok
+  local fresh = ARGV[at + 1]
+  local prefix = string.sub(fresh, 1, (string.find(fresh, ',"TaskName":', 1, true) or 0) + 11)
+  if kind ~= 'none' and kind ~= 'string' then
+    out[i] = {-1, kind}
+  elseif ARGV[at] == 'P' then
+    local current = kind == 'string' and redis.call('GET', key)
+    if current and string.sub(current, 1, #prefix) ~= prefix then
+      out[i] = current
+    else
+      redis.call('SET', key, fresh, 'EX', ttl)
+      out[i] = 1
+    end
   else
-    local current = redis.call('GET', key)
+    local current = kind == 'string' and redis.call('GET', key)
     local name, created = '""', '"0001-01-01T00:00:00Z"'
     if current then
-      name = string.match(current, '^{"TaskUUID":"[^"\\\\]*","TaskName":("[^"\\\\]*"),"State":')
+      name = nil
+      if string.sub(current, 1, #prefix) == prefix then
+        name = string.match(current, '^("[^"\\\\]*"),"State":', #prefix + 1)
+      end
       -- the leftmost match of the CreatedAt pattern (as an unanchored match), found by trying
       -- the plain occurrences of its literal start in order (a scan from every byte is slow)
       created = nil
@@ -125,18 +138,15 @@ for i, key in ipairs(KEYS) do
     end
   end
 end
-return out
 """
+_SPLICE_MANY_SCRIPT = "local nkeys = #KEYS" + _SPLICE_LOOP + "return out\n"
 
-# redsync's deleteScript: delete the lock only if it still holds our value.
-_UNLOCK_SCRIPT = """
-if redis.call("GET", KEYS[1]) == ARGV[1] then
-  return redis.call("DEL", KEYS[1])
-else
-  return 0
-end
-"""
-
+# The PENDING state of KEYS[1] as above (ARGV[1..5]), then, only if it was written, RPUSH
+# ARGV[6] onto KEYS[2]: machinery's SendTask in one round trip when the broker's list and
+# the state live in one Redis (SetStatePending strictly before Publish, as in Go).
+PENDING_THEN_PUSH_SCRIPT = ("local nkeys = 1" + _SPLICE_LOOP
+                            + "if out[1] == 1 then redis.call('RPUSH', KEYS[2], ARGV[6]) end\n"
+                            + "return out[1]\n")
 
 class GroupMetaNotFoundError(BridgeError, LookupError):
     """No group meta under a group UUID (Go: ``redigo: nil returned``, issue #352)."""
@@ -162,10 +172,6 @@ class TaskStateNotFoundError(BridgeError, LookupError):
         self.group_uuid = group_uuid
 
 
-class ChordLockError(BridgeError):
-    """The chord mutex could not be taken within redsync's tries."""
-
-
 class StateConflictError(BridgeError):
     """A key kept changing under a compare-and-set write."""
 
@@ -188,15 +194,27 @@ def _sha1(data: bytes) -> str:
     return hashlib.sha1(data, usedforsecurity=False).hexdigest()
 
 
-def _stored(raw: bytes | None) -> _Stored:
-    """Go's view of stored bytes: a failed GET or decode leaves nothing to merge."""
+def _stored(raw: bytes | None, key: str | None = None) -> _Stored:
+    """Go's view of stored bytes: a failed GET or decode leaves nothing to merge. With
+    ``key``, bytes that are not the task state of ``key`` raise :class:`ForeignKeyError`
+    (a state is never written over them)."""
     if raw is None:
         return _ABSENT
     try:
         state = TaskState.from_json(raw)
     except DecodeError:
+        if key is not None:
+            raise _foreign(key, "a value that is not a task state") from None
         return _Stored(_sha1(raw), None)
+    if key is not None and state.task_uuid != key:
+        raise _foreign(key, f"the state of another task ({clip(state.task_uuid, 80)!r})")
     return _Stored(_sha1(raw), (state.task_name, state.created_at))
+
+
+def _foreign(key: str, what: str) -> ForeignKeyError:
+    return ForeignKeyError(f"the result backend's key {clip(key, 200)!r} holds {what}: "
+                           "no task state is written over it (a task UUID that names a "
+                           "key of another application?)")
 
 
 def _written(state: TaskState, data: bytes) -> _Stored:
@@ -241,69 +259,6 @@ class _MergeCache:
         return len(self._items)
 
 
-# --------------------------------------------------------------------------- redsync mutex
-
-
-@dataclass(frozen=True, slots=True)
-class MutexPolicy:
-    """redsync v4.8.1 ``NewMutex`` defaults (what machinery's ``TriggerChord`` uses)."""
-
-    expiry_ms: int = 8000  # SET … NX PX 8000
-    tries: int = 32
-    min_delay_ms: int = 50  # delay before each retry: rand.Intn(250-50)+50 ms
-    max_delay_ms: int = 250  # exclusive
-    drift_factor: float = 0.01  # the lock counts only if taken within expiry*(1-drift)
-
-
-class RedsyncMutex:
-    """A single-node redsync mutex: the same commands and retry policy as Go's."""
-
-    def __init__(self, client: RedisClient, name: str, policy: MutexPolicy | None = None) -> None:
-        self.name = name
-        self.policy = policy or MutexPolicy()
-        self._client = client
-        self._unlock: Script = client.register_script(_UNLOCK_SCRIPT)
-
-    def acquire(self) -> str:
-        """Take the lock; the random value that holds it. Raises ChordLockError."""
-        policy = self.policy
-        value = base64.b64encode(secrets.token_bytes(16)).decode("ascii")
-        valid_ms = policy.expiry_ms - policy.expiry_ms * policy.drift_factor
-        error: redis.RedisError | None = None
-        for attempt in range(policy.tries):
-            if attempt:
-                time.sleep(random.randrange(policy.min_delay_ms, policy.max_delay_ms) / 1000)
-            start = time.monotonic()
-            try:
-                taken = bool(self._client.set(self.name, value, nx=True, px=policy.expiry_ms))
-            except redis.RedisError as exc:
-                taken, error = False, exc
-            if taken and (time.monotonic() - start) * 1000 < valid_ms:
-                return value
-            self.release(value)  # redsync releases after every failed try
-        raise ChordLockError(
-            f"could not take the {self.name!r} lock after {policy.tries} tries"
-            + (f" (last error: {error})" if error else " (held by another worker)")
-        ) from error
-
-    def release(self, value: str) -> bool:
-        """Delete the lock if it still holds ``value``; errors are logged, not raised."""
-        try:
-            return bool(self._unlock(keys=[self.name], args=[value]))
-        except redis.RedisError as exc:
-            log.warning("could not release the %r lock: %s", self.name, exc)
-            return False
-
-    @contextmanager
-    def held(self) -> Iterator[None]:
-        """Hold the lock for the ``with`` block (released even when the block raises)."""
-        value = self.acquire()
-        try:
-            yield
-        finally:
-            self.release(value)
-
-
 # --------------------------------------------------------------------------- the backend
 
 
@@ -339,6 +294,15 @@ class RedisBackend(Backend):
         """The underlying redis-py client."""
         return self._client
 
+    @property
+    def lane(self) -> Lane:
+        """The client's single-connection fast lane (``bridge.redislane``)."""
+        return self._lane
+
+    def ping(self) -> None:
+        """One PING (credentials and TLS are checked on connecting)."""
+        self._client.ping()
+
     def close(self) -> None:
         self._lane.close()
         self._client.close()
@@ -346,21 +310,29 @@ class RedisBackend(Backend):
     # ----------------------------------------------------------------- task states
 
     def set_state(self, state: TaskState) -> None:
-        """PENDING is written fresh; other states merge TaskName/CreatedAt like Go."""
-        if state.state == PENDING:
-            data = state.to_json()
-            self._client.set(state.task_uuid, data, ex=self.ttl)
-            self._remember(state, data)
-            return
-        if not self._cluster:
-            (reply,) = run_script(self._lane, self._splice_many_script, (state.task_uuid,),
-                                  (self.ttl, "M", *state.to_json_parts()))
-            if reply == 1:
-                self._after_splice(state)
+        """PENDING is written fresh; other states merge TaskName/CreatedAt like Go. Never
+        over a key that holds something else than this task's state: ForeignKeyError."""
+        key = state.task_uuid
+        if self._cluster:
+            if state.state == PENDING:
+                _stored(self._get(key), key)  # refuses a foreign value; WRONGTYPE: below
+                data = state.to_json()
+                self._client.set(key, data, ex=self.ttl)
+                self._remember(state, data)
                 return
-            self._write_merged(state, _stored(reply))  # not Go-shaped: merge carefully
+            self._write_merged(state, self._cache.get(key))
             return
-        self._write_merged(state, self._cache.get(state.task_uuid))
+        if state.state == PENDING:
+            args: tuple[Any, ...] = (self.ttl, "P", state.to_json(), b"", b"")
+        else:
+            args = (self.ttl, "M", *state.to_json_parts())
+        (reply,) = run_script(self._lane, self._splice_many_script, (key,), args)
+        if reply == 1:
+            self.written_in_redis(state)
+            return
+        if isinstance(reply, list):
+            raise _foreign(key, f"a Redis {reply[1].decode('utf-8', 'replace')}")
+        self._write_merged(state, _stored(reply, key))  # not Go-shaped: carefully, or refuse
 
     def set_states(self, states: Sequence[TaskState]) -> None:
         """Store several states with a few commands; merges happen in Redis (no read first).
@@ -369,16 +341,17 @@ class RedisBackend(Backend):
         states are written in order, each by its own command (a reader can see each).
         """
         if self._cluster or len(states) < 2:  # cluster scripts must stay within one slot
-            super().set_states(states)
+            refused: dict[str, str] = {}
+            for state in states:
+                if state.task_uuid not in refused:
+                    try:
+                        self.set_state(state)
+                    except ForeignKeyError as exc:
+                        refused[state.task_uuid] = str(exc)
+            if refused:  # every other state is written
+                raise StatesRefused(refused)
             return
-        waves: list[list[TaskState]] = []
-        depth: dict[str, int] = {}
-        for state in states:
-            level = depth.get(state.task_uuid, 0)
-            depth[state.task_uuid] = level + 1
-            if level == len(waves):
-                waves.append([])
-            waves[level].append(state)
+        waves = in_waves(states)
         if not self._splice_loaded:
             self._client.script_load(_SPLICE_MANY_SCRIPT)
             self._splice_loaded = True
@@ -399,6 +372,7 @@ class RedisBackend(Backend):
                 pipe.evalsha(*command[1:])
             replies = pipe.execute(raise_on_error=False)
         redo: set[str] = set()
+        refused = {}
         for wave, reply in zip(waves, replies, strict=True):
             if isinstance(reply, Exception):
                 if isinstance(reply, redis.exceptions.NoScriptError):
@@ -406,16 +380,25 @@ class RedisBackend(Backend):
                 redo.update(s.task_uuid for s in wave)
                 continue
             for state, written in zip(wave, reply, strict=True):
-                if written != 1:
+                if isinstance(written, list):
+                    refused[state.task_uuid] = str(_foreign(
+                        state.task_uuid, f"a Redis {written[1].decode('utf-8', 'replace')}"))
+                elif written != 1:
                     redo.add(state.task_uuid)
                 else:
-                    self._after_splice(state)
+                    self.written_in_redis(state)
         for state in states:  # the careful way, in order, for the few that need it
-            if state.task_uuid in redo:
-                self.set_state(state)
+            if state.task_uuid in redo and state.task_uuid not in refused:
+                try:
+                    self.set_state(state)
+                except ForeignKeyError as exc:
+                    refused[state.task_uuid] = str(exc)
+        if refused:  # every other state is written
+            raise StatesRefused(refused)
 
-    def _after_splice(self, state: TaskState) -> None:
-        """The merged bytes were made in Redis: this process no longer knows them."""
+    def written_in_redis(self, state: TaskState) -> None:
+        """``state`` was written by a script (its bytes made in Redis): this process no
+        longer knows what is stored."""
         self._cache.drop(state.task_uuid)
 
     def get_state(self, task_uuid: str) -> TaskState | None:
@@ -470,21 +453,34 @@ class RedisBackend(Backend):
             self._cache.put(state.task_uuid, _written(state, data))
 
     def _write_merged(self, state: TaskState, stored: _Stored | None) -> None:
+        """Compare-and-set until written; a key that turns out not to hold this task's state
+        raises ForeignKeyError (PENDING is written fresh, over this task's state only)."""
+        key = state.task_uuid
         if stored is None:
-            stored = _stored(self._get(state.task_uuid))
+            try:
+                stored = _stored(self._get(key), key)
+            except redis.ResponseError as exc:
+                if "WRONGTYPE" not in str(exc):
+                    raise
+                raise _foreign(key, "a Redis value of another type than a string") from None
         for _ in range(_MAX_CAS_ATTEMPTS):
-            merged = _merge(state, stored)
+            merged = state if state.state == PENDING else _merge(state, stored)
             data = merged.to_json()
-            written, current = self._cas(state.task_uuid, stored.token, data)
+            written, current = self._cas(key, stored.token, data)
             if written:
                 self._remember(merged, data)
                 return
-            stored = _stored(current)
+            stored = _stored(current, key)
         raise StateConflictError(f"state of {state.task_uuid!r} kept changing while writing it")
 
     def _cas(self, key: str, token: str, data: bytes) -> tuple[bool, bytes | None]:
         """Compare-and-set ``key``: (written, what is stored when not written)."""
-        reply = self._cas_script(keys=[key], args=[token, data, self.ttl])
+        try:
+            reply = self._cas_script(keys=[key], args=[token, data, self.ttl])
+        except redis.ResponseError as exc:
+            if "WRONGTYPE" not in str(exc):
+                raise
+            raise _foreign(key, "a Redis value of another type than a string") from None
         self._cas_loaded = True
         return _cas_reply(reply)
 
