@@ -1,0 +1,90 @@
+"""What a worker tells its observers (the task log, metrics, Celery events): one
+:class:`TaskEvent` per step of a task's life, sent once, after the step is final (a
+finished task's event goes out when its message is acknowledged or parked, so a step
+carried over an outage is not reported twice)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+log = logging.getLogger("bridge.worker")
+
+RECEIVED = "received"
+STARTED = "started"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+RETRIED = "retried"
+REVOKED = "revoked"
+REJECTED = "rejected"
+"""Parked in dead letters without running (bad input)."""
+
+KINDS = (RECEIVED, STARTED, SUCCEEDED, FAILED, RETRIED, REVOKED, REJECTED)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskEvent:
+    """One step of one task on this worker."""
+
+    kind: str
+    task_id: str
+    name: str
+    queue: str
+    protocol: str  # "machinery" or "celery"
+    runtime: float | None = None
+    """Seconds in the function (succeeded, failed, retried)."""
+    result: Any = None
+    exception: BaseException | None = None
+    reason: str = ""
+    """Why it failed, was revoked or rejected, in words."""
+    retry_in: float | None = None
+    args: Any = None
+    kwargs: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    """The protocol's own fields (Celery: eta, expires, retries, root_id, parent_id)."""
+    timestamp: float = field(default_factory=time.time)
+
+
+class Observer(Protocol):
+    """Anything that wants to know what the worker does. It may also have ``wants(kind)``:
+    False for kinds it ignores, so that the worker builds no event nobody reads."""
+
+    def task_event(self, event: TaskEvent) -> None: ...
+
+
+class Observers:
+    """Fans events out; an observer that raises is logged once per kind of error and never
+    stops a worker."""
+
+    def __init__(self, observers: Iterable[Observer] = ()) -> None:
+        self._observers: list[Observer] = list(observers)
+        self._complained: set[tuple[int, str]] = set()
+
+    def add(self, observer: Observer) -> None:
+        self._observers.append(observer)
+
+    def wants(self, kind: str) -> bool:
+        """Whether any observer reads events of ``kind`` (the hot path asks before it builds
+        one: with only the task log at WARNING, a success costs nothing)."""
+        for observer in self._observers:
+            wants = getattr(observer, "wants", None)
+            if wants is None or wants(kind):
+                return True
+        return False
+
+    def __bool__(self) -> bool:
+        return bool(self._observers)
+
+    def task_event(self, event: TaskEvent) -> None:
+        for observer in self._observers:
+            try:
+                observer.task_event(event)
+            except Exception as exc:
+                key = (id(observer), type(exc).__name__)
+                if key not in self._complained:
+                    self._complained.add(key)
+                    log.warning("%s could not take a task event: %s: %s",
+                                type(observer).__name__, type(exc).__name__, exc)
