@@ -11,17 +11,21 @@ import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from bridge.backends.base import Backend, new_state
 from bridge.brokers.base import Broker
-from bridge.config import Config, ConfigError
+from bridge.config import Config, ConfigError, default_config, given_config
+from bridge.outage import Endpoint, probe
 from bridge.protocol.gotime import GoTime
 from bridge.protocol.machinery import PENDING, Signature, TaskState, new_uuid
 from bridge.result import AsyncResult, ChainResult, ChordResult, GroupResult
 from bridge.task import RegisteredTask
 from bridge.types import to_args
 from bridge.workflow import new_chain, new_chord, new_group
+
+if TYPE_CHECKING:
+    from bridge.redis_send import OneTripSend
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -37,9 +41,14 @@ def broker_from_config(config: Config) -> Broker:
         from bridge.brokers.amqp import AmqpBroker
 
         return AmqpBroker.from_config(config)
+    if url.startswith(("sqs://", "https://", "http://")):  # an SQS queue URL prefix
+        from bridge.brokers.sqs import SqsBroker
+
+        return SqsBroker.from_config(config)
     raise ConfigError(f"broker: unsupported URL scheme {url.split('://')[0]}:// "
                       "(this version speaks redis://, rediss://, redis+socket://, amqp://, "
-                      "amqps://)", key="broker")
+                      "amqps://, sqs://, https://sqs.<region>.amazonaws.com/<account>)",
+                      key="broker")
 
 
 def backend_from_config(config: Config) -> Backend:
@@ -49,9 +58,43 @@ def backend_from_config(config: Config) -> Backend:
         from bridge.backends.redis import RedisBackend
 
         return RedisBackend.from_config(config)
+    if url.startswith(("amqp://", "amqps://")):
+        from bridge.backends.amqp import AmqpBackend
+
+        return AmqpBackend.from_config(config)
+    if url.startswith("memcache://"):
+        try:
+            from bridge.backends.memcache import MemcacheBackend
+        except ImportError as exc:
+            raise _missing_extra(exc, "memcache", {"pymemcache"}) from None
+        return MemcacheBackend.from_config(config)
+    if url.startswith(("mongodb://", "mongodb+srv://")):
+        try:
+            from bridge.backends.mongodb import MongoBackend
+        except ImportError as exc:
+            raise _missing_extra(exc, "mongodb", {"pymongo", "bson"}) from None
+        return MongoBackend.from_config(config)
+    if url.startswith(("dynamodb:", "https://dynamodb.")):
+        try:
+            from bridge.backends.dynamodb import DynamoDBBackend
+        except ImportError as exc:
+            raise _missing_extra(exc, "dynamodb", {"boto3", "botocore"}) from None
+        return DynamoDBBackend.from_config(config)
     raise ConfigError(f"result_backend: unsupported URL scheme {url.split('://')[0]}:// "
-                      "(this version speaks redis://, rediss://, redis+socket://)",
-                      key="result_backend")
+                      "(this version speaks redis://, rediss://, redis+socket://, amqp://, "
+                      "amqps://, memcache://, "
+                      "mongodb://, mongodb+srv://, dynamodb://, https://dynamodb.REGION."
+                      "amazonaws.com)", key="result_backend")
+
+
+def _missing_extra(exc: ImportError, extra: str, packages: set[str]) -> Exception:
+    """A one-line ConfigError when ``exc`` says an optional client library is absent."""
+    package = (exc.name or "").partition(".")[0]
+    if package not in packages:
+        return exc
+    return ConfigError(f"result_backend: the {extra} backend needs {package}, which is not "
+                       f"installed: pip install 'machinery-bridge[{extra}]'",
+                       key="result_backend")
 
 
 class Bridge:
@@ -59,18 +102,56 @@ class Bridge:
 
     def __init__(self, config: Config | None = None, *, broker: Broker | None = None,
                  backend: Backend | None = None) -> None:
-        self.config = config or Config()
+        """``config=None``: the configuration is read when first needed, from the command's
+        ``--config`` (``mbridge ... --config PATH``), else machinery's environment variables."""
+        self._config = config
         self._broker = broker
         self._backend = backend
+        self._one_trip: OneTripSend | None = None
+        self._one_trip_for: tuple[int, int] | None = None
         self.tasks: dict[str, RegisteredTask] = {}
 
     @classmethod
     def from_config(cls, path: str | None = None, **overrides: Any) -> Bridge:
-        """From machinery's config.yml (or its environment variables when no path)."""
-        config = Config.load(path)
+        """From machinery's config.yml (or its environment variables when no path). Under
+        ``mbridge ... --config PATH`` the command's file is used instead of ``path``."""
+        config = given_config()
+        if config is None:
+            config = default_config() if path is None else Config.load(path)
         if overrides:
             config = dataclasses.replace(config, **overrides)
         return cls(config)
+
+    @property
+    def config(self) -> Config:
+        """machinery's configuration (resolved on first use when none was given)."""
+        if self._config is None:
+            self._config = default_config()
+        return self._config
+
+    @config.setter
+    def config(self, config: Config) -> None:
+        self._config = config
+
+    @property
+    def configured(self) -> bool:
+        """Whether a configuration was given (or already resolved)."""
+        return self._config is not None
+
+    def check(self, *, broker: bool = True, backend: bool = True) -> None:
+        """Reach the broker and the result backend once (start-up validation): one line
+        naming the URL (password redacted) and the fix when one cannot be reached
+        (:class:`~bridge.errors.Unreachable`) or refuses the login (``ConfigError``)."""
+        config = self.config
+        endpoints: list[Endpoint] = []
+        if broker:
+            endpoints.append(("broker", config.broker, "`broker` in the config (or BROKER)",
+                              lambda: self.broker.ping()))
+        if backend:
+            endpoints.append(("result backend", config.result_backend,
+                              "`result_backend` in the config (or RESULT_BACKEND)",
+                              lambda: self.backend.ping()))
+        probe(endpoints)
 
     @property
     def broker(self) -> Broker:
@@ -135,16 +216,24 @@ class Bridge:
             sig.uuid = new_uuid("task_")
         if sig.headers is None:
             sig.headers = {}
-        if not sig.routing_key:
+        if not sig.routing_key and not self.broker.keeps_empty_routing_key:
             sig.routing_key = self.config.default_queue
         return sig
 
     def send(self, sig: Signature) -> AsyncResult:
-        """machinery's SendTask: PENDING state, then publish."""
+        """machinery's SendTask: PENDING state, then publish (one round trip when both live
+        in one Redis: ``bridge.redis_send``)."""
         self._prepare(sig)
-        self.backend.set_state_pending(sig)
-        self.broker.publish([sig])
-        return AsyncResult(sig.uuid, self.backend)
+        backend, broker = self.backend, self.broker
+        if self._one_trip_for != (id(backend), id(broker)):
+            from bridge.redis_send import OneTripSend  # Redis only when it is used
+
+            self._one_trip_for = (id(backend), id(broker))
+            self._one_trip = OneTripSend.between(backend, broker)
+        if self._one_trip is None or not self._one_trip.send(sig):
+            backend.set_state_pending(sig)
+            broker.publish([sig])
+        return AsyncResult(sig.uuid, backend)
 
     def send_task(self, name: str, *args: Any, **options: Any) -> AsyncResult:
         """Build and send one task; see ``signature`` for the options."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +37,10 @@ class CelerySettings:
     result_extended: bool = False
     track_started: bool = False
     default_retry_delay: float = 180.0
+    accept_content: tuple[str, ...] = ("json",)
+    """Serializers (or content types) the app's workers accept (Celery's accept_content)."""
+    transport_options: dict[str, Any] = field(default_factory=dict)
+    """The app's broker_transport_options (SQS: region, queue_name_prefix...)."""
 
 
 def load_celery_app(path: str) -> Any:
@@ -58,14 +62,15 @@ def load_celery_app(path: str) -> Any:
 
 
 def register_celery_tasks(bridge: Bridge, celery_app: Any) -> list[str]:
-    """Register every task of ``celery_app`` (not Celery's own ``celery.*``) under its name."""
+    """Register every task of ``celery_app`` under its name; returns the app's own (Celery's
+    built-in ``celery.*`` tasks, such as ``celery.ping`` and ``celery.chord_unlock``, are
+    registered too, as a Celery worker serves them, but not listed)."""
     celery_app.loader.import_default_modules()
     names = []
     for name, task in sorted(celery_app.tasks.items()):
-        if name.startswith("celery."):
-            continue
         bridge.register(name, task)
-        names.append(name)
+        if not name.startswith("celery."):
+            names.append(name)
     return names
 
 
@@ -91,4 +96,6 @@ def celery_settings(celery_app: Any) -> CelerySettings:
         result_extended=bool(conf.result_extended),
         track_started=bool(conf.task_track_started),
         default_retry_delay=180.0,
+        accept_content=tuple(conf.accept_content or ("json",)),
+        transport_options=dict(conf.broker_transport_options or {}),
     )

@@ -52,6 +52,7 @@ def run_demo(config_path: str | None) -> None:
     with _broker_url(config_path) as config:
         app = demo_app(config)
         click.echo(f"broker {redact_url(config.broker)}, queue {config.default_queue}")
+        app.check()
         worker = Worker(app, WorkerOptions(concurrency=4, poll_timeout=0.2))
         thread = threading.Thread(target=worker.run, name="bridge-demo-worker", daemon=True)
         thread.start()

@@ -5,6 +5,9 @@
     celery+redis://host:6379/0?queue=celery&backend=redis://host:6379/1
     celery+amqp://guest:guest@host:5672//?queue=celery&backend=redis://host:6379/1
     machinery+redis://host:6379/0?queue=machinery_tasks&backend=redis://host:6379/0
+    celery+sqs://KEY:SECRET@host:4566?queue=celery&backend=redis://host:6379/1&region=eu-west-1
+    machinery+https://sqs.eu-west-1.amazonaws.com/123456789012?queue=tasks&backend=redis://...
+    gocraft+redis://host:6379/0?namespace=work&queue=send_email
 
 The part after ``+`` up to ``?`` is the broker URL as its own system writes it;
 ``queue`` defaults to each system's default queue and ``backend`` (URL-encoded
@@ -20,8 +23,10 @@ from urllib.parse import parse_qsl, urlencode
 
 from bridge.config import Config, ConfigError, redact_url
 
-PROTOCOLS = ("celery", "machinery")
-DEFAULT_QUEUES = {"celery": "celery", "machinery": "machinery_tasks"}
+PROTOCOLS = ("celery", "machinery", "gocraft")
+DEFAULT_QUEUES = {"celery": "celery", "machinery": "machinery_tasks", "gocraft": ""}
+"""gocraft/work has no queues: a source names its job (``queue=<job name>``); a sink puts
+each job on the list of its name."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +34,7 @@ class Endpoint:
     """One side of a migration or relay."""
 
     protocol: str
-    """``celery`` or ``machinery``."""
+    """``celery``, ``machinery`` or ``gocraft``."""
     broker_url: str
     queue: str
     backend_url: str = ""
@@ -37,19 +42,38 @@ class Endpoint:
     """Other query parameters (broker options such as ``global_keyprefix``)."""
 
     def __str__(self) -> str:
+        if self.protocol == "gocraft":
+            job = f"job {self.queue!r}" if self.queue else "jobs"
+            return (f"gocraft/work {job} of namespace {self.namespace!r} on "
+                    f"{redact_url(self.broker_url)}")
         return f"{self.protocol} queue {self.queue!r} on {redact_url(self.broker_url)}"
 
     @property
     def is_amqp(self) -> bool:
         return self.broker_url.startswith(("amqp://", "amqps://", "pyamqp://"))
 
+    @property
+    def is_sqs(self) -> bool:
+        """SQS: ``sqs://`` (both systems) or machinery's ``http(s)://`` queue URL prefix."""
+        return self.broker_url.startswith(("sqs://", "https://", "http://"))
+
     def machinery_config(self) -> Config:
         """machinery's Config for this side (``machinery`` endpoints)."""
         return Config(broker=self.broker_url, default_queue=self.queue,
                       result_backend=self.backend_url or self.broker_url)
 
+    @property
+    def namespace(self) -> str:
+        """gocraft/work's namespace (``?namespace=``, default ``work``)."""
+        return self.options.get("namespace", "work")
+
     def open_broker(self) -> Any:
-        """The broker for this side: a machinery ``Broker`` or a ``CeleryBroker``."""
+        """The broker for this side: a machinery ``Broker``, a ``CeleryBroker``, or a
+        gocraft/work namespace (``GocraftSide``)."""
+        if self.protocol == "gocraft":
+            from bridge.gocraft.side import GocraftSide
+
+            return GocraftSide(self.broker_url, self.namespace)
         if self.protocol == "machinery":
             from bridge.app import broker_from_config
 
@@ -58,6 +82,11 @@ class Endpoint:
             from bridge.brokers.celery_amqp import CeleryAmqpBroker
 
             return CeleryAmqpBroker.from_url(self.broker_url, **self.typed_options())
+        if self.is_sqs:
+            from bridge.brokers.celery_sqs import CelerySqsBroker
+
+            return CelerySqsBroker.from_url(self.broker_url, default_queue=self.queue,
+                                            **self.typed_options())
         from bridge.brokers.celery_redis import CeleryRedisBroker
 
         return CeleryRedisBroker.from_url(self.broker_url, None, **self.typed_options())
@@ -87,17 +116,18 @@ class Endpoint:
 
 
 def parse_endpoint(spec: str) -> Endpoint:
-    """``<celery|machinery>+<broker URL>[?queue=Q&backend=URL&option=value]``."""
+    """``<celery|machinery|gocraft>+<broker URL>[?queue=Q&backend=URL&option=value]``."""
     protocol, plus, rest = spec.partition("+")
     if not plus or protocol not in PROTOCOLS or "://" not in rest:
-        raise ConfigError(f"endpoint {redact_url(spec)!r}: expected celery+<broker URL> or "
-                          "machinery+<broker URL>, e.g. celery+redis://localhost:6379/0"
-                          "?queue=celery", key="endpoint")
+        raise ConfigError(f"endpoint {redact_url(spec)!r}: expected celery+<broker URL>, "
+                          "machinery+<broker URL> or gocraft+<redis URL>, e.g. "
+                          "celery+redis://localhost:6379/0?queue=celery", key="endpoint")
     url, _, query = rest.partition("?")
     params = dict(parse_qsl(query, keep_blank_values=True))
     queue = params.pop("queue", "") or DEFAULT_QUEUES[protocol]
     backend = params.pop("backend", "")
-    if not backend and url.startswith(("redis://", "rediss://", "redis+socket://")):
+    if not backend and protocol != "gocraft" and url.startswith(
+            ("redis://", "rediss://", "redis+socket://")):
         backend = url
     return Endpoint(protocol, url, queue, backend, params)
 

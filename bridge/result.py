@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from bridge.backends.base import Backend
 from bridge.errors import BridgeError
+from bridge.outage import Outage, is_outage, one_line
 from bridge.protocol.machinery import TaskState
 from bridge.types import result_to_python
+
+log = logging.getLogger("bridge.result")
 
 
 class TaskFailed(BridgeError):
@@ -31,6 +35,10 @@ def typed_results(state: TaskState) -> Any:
     if not values:
         return None
     return values[0] if len(values) == 1 else tuple(values)
+
+
+FIRST_POLL = 0.0002
+"""Seconds before ``AsyncResult.get`` reads a state the second time (doubling after)."""
 
 
 class AsyncResult:
@@ -57,11 +65,27 @@ class AsyncResult:
     def get(self, timeout: float | None = 60.0, interval: float = 0.05) -> Any:
         """Wait for SUCCESS and return typed values; FAILURE raises TaskFailed.
 
-        ``timeout=None`` waits without limit, as Go's ``Get`` does.
+        ``timeout=None`` waits without limit, as Go's ``Get`` does. Reads come every
+        ``interval`` s, the first ones sooner (0.2 ms, doubling up to ``interval``): a
+        quick task's result is seen when it is stored, not an interval later.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        outage = Outage(f"waiting for task {self.task_uuid}: the result backend", log)
+        pause = min(FIRST_POLL, interval)
         while True:
-            state = self.state()
+            try:
+                state = self.state()
+            except Exception as exc:  # an outage: wait it out, up to the deadline
+                if not is_outage(exc):
+                    raise
+                pause = outage.failed(exc)
+                if deadline is not None and time.monotonic() + pause >= deadline:
+                    raise ResultTimeout(f"Timeout reached waiting for task {self.task_uuid}: "
+                                        f"the result backend is unreachable ({one_line(exc)})"
+                                        ) from None
+                time.sleep(pause)
+                continue
+            outage.succeeded()
             if state is not None and state.is_success():
                 return typed_results(state)
             if state is not None and state.is_failure():
@@ -70,7 +94,8 @@ class AsyncResult:
                 seen = "no state is stored (expired or never written)" if state is None \
                     else f"its state is still {state.state}"
                 raise ResultTimeout(f"Timeout reached waiting for task {self.task_uuid}: {seen}")
-            time.sleep(interval)
+            time.sleep(pause)
+            pause = min(pause * 2, interval)
 
 
 class GroupResult:

@@ -2,6 +2,26 @@
 
 from __future__ import annotations
 
+import time
+
+from bridge.errors import BridgeError
+from bridge.protocol.gotime import GoTime
+
+LATEST_DELAY = 100 * 365 * 86400
+"""Longest retry delay accepted (about a century): later ETAs are refused, not wrapped."""
+
+
+class RetryImpossible(BridgeError):
+    """A retry whose delay no ETA can hold (a RetryTimeout near 2^63, an absurd RetryLater)."""
+
+
+def retry_eta(delay: float) -> GoTime:
+    """The ETA ``delay`` seconds from now; :class:`RetryImpossible` beyond ``LATEST_DELAY``."""
+    if not delay <= LATEST_DELAY:  # NaN too
+        raise RetryImpossible(f"a retry in {delay:g} s is beyond the latest ETA accepted "
+                              f"({LATEST_DELAY} s, about a century)")
+    return GoTime.from_unix_nano(time.time_ns() + int(max(delay, 0.0) * 1e9))
+
 
 def fibonacci_next(n: int) -> int:
     """The smallest Fibonacci number strictly greater than ``n`` (machinery's FibonacciNext).

@@ -183,6 +183,22 @@ class InferTypes:
         return infer_args(task_name, args, kwargs, strict=strict)
 
 
+class SchemaOrInference:
+    """Args typed by the schema for the tasks it names, by inference for the others;
+    ``always_strict``: a value a Go worker cannot take is an error, never an untyped Arg."""
+
+    def __init__(self, schema: TaskSchema | None, *, always_strict: bool = False) -> None:
+        self.schema = schema
+        self.always_strict = always_strict
+
+    def type_args(self, task_name: str, args: Sequence[Any], kwargs: Mapping[str, Any], *,
+                  strict: bool = False) -> list[Arg]:
+        strict = strict or self.always_strict
+        if self.schema is not None and task_name in self.schema.tasks:
+            return self.schema.type_args(task_name, args, kwargs, strict=strict)
+        return infer_args(task_name, args, kwargs, strict=strict)
+
+
 def _go_type(source: str, task: str, where: str, value: Any) -> str:
     if not isinstance(value, str) or value not in SUPPORTED_TYPES:
         raise SchemaError(f"{source}: task {task}: {where}: {value!r} is not a machinery Go "

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import re
 import threading
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bridge.errors import ArgTranslationError
+from bridge.errors import ArgTranslationError, BridgeError
 from bridge.protocol.machinery import Arg, TaskResult
 from bridge.types import (
     function_go_types,
@@ -31,6 +32,15 @@ from bridge.types import (
 
 class ReflectArgsError(ArgTranslationError):
     """The message's args cannot be given to the function (machinery: Reflect task args error)."""
+
+
+class TaskDefinitionError(BridgeError, TypeError):
+    """A task function whose annotation has no machinery Go type: names the task, the
+    parameter (or the return value) and what to write instead."""
+
+
+_GO_ANNOTATIONS = ("bool, int, float, str, bytes, list[T], or bridge.Int8 ... Int64, "
+                   "Uint ... Uint64, Float32")
 
 
 @dataclass(slots=True)
@@ -53,7 +63,11 @@ class RegisteredTask:
              ) -> RegisteredTask:
         """Read ``func``'s annotations into Go types (``lenient``: an annotation with no Go
         type, such as a Celery task's ``-> dict``, leaves that position untyped)."""
-        params, results = _lenient_go_types(func) if lenient else function_go_types(func)
+        try:
+            params, results = (_lenient_go_types(func) if lenient
+                               else function_go_types(func))
+        except TypeError as exc:
+            raise _definition_error(name, func, exc) from None
         sig = inspect.signature(func)
         has_varargs = any(p.kind is p.VAR_POSITIONAL for p in sig.parameters.values())
         variadic = params.pop() if has_varargs and params else None
@@ -103,6 +117,56 @@ class RegisteredTask:
             return _run_coroutine(self.func(*values, **(kwargs or {})))
         return self.func(*values, **(kwargs or {}))
 
+
+
+def _definition_error(name: str, func: Callable[..., Any], exc: TypeError
+                      ) -> TaskDefinitionError:
+    """Which annotation of ``func`` has no Go type, as one line naming the task."""
+    where = f"task {name!r} ({_where(func)})"
+    try:
+        hints = typing.get_type_hints(func, include_extras=True)
+    except Exception as hint_error:  # an annotation that does not even evaluate
+        return TaskDefinitionError(f"{where}: its annotations cannot be read ({hint_error})")
+    for label, annotation in _annotations(func, hints):
+        try:
+            result_go_types(annotation) if label == "return" else go_type_of(annotation)
+        except TypeError as bad:
+            shown = _shown(annotation)
+            what = (f"the return type {shown}" if label == "return"
+                    else f"parameter {label!r} ({shown})")
+            reason = _shown(str(bad))
+            piece = reason.removesuffix(" has no machinery Go type")
+            detail = ("" if piece == shown else f" ({piece} in it)" if piece != reason
+                      else f" ({reason})")
+            return TaskDefinitionError(
+                f"{where}: {what} has no machinery Go type{detail}; annotate it with "
+                f"{_GO_ANNOTATIONS}, or take the value as JSON text (str)")
+    return TaskDefinitionError(f"{where}: {exc}")
+
+
+def _shown(annotation: Any) -> str:
+    """An annotation as written (``dict``, ``list[dict[str, int]]``)."""
+    text = annotation.__name__ if isinstance(annotation, type) else str(annotation)
+    return re.sub(r"<class '(?:builtins\.)?([\w.]+)'>", r"\1", text).replace("typing.", "")
+
+
+def _where(func: Callable[..., Any]) -> str:
+    """``file.py:line`` of a function (its qualified name when the source is unknown)."""
+    code = getattr(func, "__code__", None)
+    if code is None:
+        return str(getattr(func, "__qualname__", func))
+    return f"{code.co_filename}:{code.co_firstlineno}"
+
+
+def _annotations(func: Callable[..., Any], hints: dict[str, Any]) -> list[tuple[str, Any]]:
+    """(name, annotation) of each positional parameter, then ("return", annotation)."""
+    found = [(p.name, hints[p.name])
+             for p in inspect.signature(func).parameters.values()
+             if p.name in hints and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD,
+                                               p.VAR_POSITIONAL)]
+    if "return" in hints:
+        found.append(("return", hints["return"]))
+    return found
 
 
 def _lenient_go_types(func: Callable[..., Any]) -> tuple[list[str | None], list[str | None]]:

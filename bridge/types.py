@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from bridge.errors import ArgTranslationError, EncodeError
-from bridge.protocol.gojson import JSONNumber, plain, to_float32
+from bridge.protocol.gojson import JSONNumber, clip_number, plain, to_float32
 from bridge.protocol.machinery import Arg, TaskResult
 
 _INT_RANGES: dict[str, tuple[int, int]] = {
@@ -142,17 +142,25 @@ def _fail(reason: str, go_type: str | None, value: Any) -> ArgTranslationError:
 
 def _show(value: Any) -> str:
     if isinstance(value, JSONNumber):
-        return value.literal
+        return clip_number(value.literal)
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return f"an integer of {value.bit_length()} bits"
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _read_int(go_type: str, value: Any) -> int:
     if isinstance(value, JSONNumber):
-        if not _INT_LITERAL.match(value.literal):
-            raise _fail(f'{value.literal} is not an integer literal (Go: strconv.ParseInt: '
-                        f'parsing "{value.literal}": invalid syntax)', go_type, value)
-        number = int(value.literal)
+        literal = value.literal
+        if not _INT_LITERAL.match(literal):
+            shown = clip_number(literal)
+            raise _fail(f'{shown} is not an integer literal (Go: strconv.ParseInt: '
+                        f'parsing "{shown}": invalid syntax)', go_type, value)
+        if len(literal.lstrip("-").lstrip("0")) > 24:  # beyond every Go integer type
+            raise _fail(f"{clip_number(literal)} is out of range for {go_type} "
+                        f"({_INT_RANGES[go_type][0]}..{_INT_RANGES[go_type][1]})",
+                        go_type, value)
+        number = int(literal)
     elif isinstance(value, int) and not isinstance(value, bool):
         number = int(value)
     else:

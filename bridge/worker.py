@@ -14,21 +14,32 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import random
 import signal
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bridge.app import Bridge
 from bridge.brokers.base import Delivery
+from bridge.control.revoked import RevokedIds
 from bridge.handlers.base import Handler, Job, Outcome
 from bridge.handlers.machinery import MachineryHandler
+from bridge.observe import STARTED, Observer, Observers, TaskEvent
+from bridge.outage import Backoff, Outage, is_outage, one_line, probe
+from bridge.process_slots import ProcessSlots
 from bridge.protocol.machinery import Signature
+from bridge.queuestats import queue_stats
+from bridge.stop_watch import StopWatch
+from bridge.task_threads import TaskThreads
+from bridge.tasklog import TaskLog
+
+if TYPE_CHECKING:
+    from bridge.metrics import WorkerMetrics
 
 log = logging.getLogger("bridge.worker")
 
@@ -48,40 +59,30 @@ class WorkerOptions:
     poll_timeout: float = 0.5  # longest wait on an empty queue (machinery polls every 1 s)
     maintain_interval: float = 0.25  # heartbeat/delayed-mover checks (each runs when due)
     max_unregistered_backoff: float = 60.0
+    handoff_window: float = 5.0
+    """For this long after it first takes a task it does not know, the worker puts it back
+    at the tail at once (as machinery does), where a worker that knows it takes it; only
+    then does each return wait, growing up to ``max_unregistered_backoff``."""
+    outage_backoff_first: float = 0.5
+    """First wait after the broker or backend could not be reached (doubling, jittered)."""
+    outage_backoff_cap: float = 30.0
+    """Longest wait between tries while the broker or backend is unreachable."""
+    metrics_interval: float = 5.0
+    """How often queue depths are sampled for the metrics (when they are served)."""
     prefetch_multiplier: int | None = None
     """Messages held per thread (fetched ahead of the threads); None: each handler's own
     default (machinery 1, so a task is STARTED when a thread runs it; Celery 4, as
     Celery's worker_prefetch_multiplier)."""
 
 
-class _TaskThreads:
-    """N daemon threads running jobs from a queue (lighter than an executor's futures:
-    outcomes go back through the worker's own queue)."""
-
-    def __init__(self, size: int, run: Callable[[Job], None]) -> None:
-        self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
-        self._run = run
-        self._threads = [threading.Thread(target=self._loop, name=f"bridge-task-{n}", daemon=True)
-                         for n in range(size)]
-        for thread in self._threads:
-            thread.start()
-
-    def submit(self, job: Job) -> None:
-        self._jobs.put(job)
-
-    def _loop(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            self._run(job)
-
-    def shutdown(self) -> None:
-        """Stop taking jobs; threads still in a task are left to finish on their own."""
-        while True:
-            try:
-                self._jobs.get_nowait()
-            except queue.Empty:
-                break
-        for _ in self._threads:
-            self._jobs.put(None)
+def unregistered_delay(returns: int, cap: float, rand: Callable[[], float] = random.random
+                       ) -> float:
+    """How long a task nobody here registered waits before its ``returns``-th delayed return
+    to the queue (returns after the hand-off window): 0.25 s, 0.5 s, 1 s … up to ``cap``,
+    each scaled by ½, ¾ or 1 at random so that workers that lack it do not hand it back and
+    forth in step (three values, not a continuum: a broker with a queue per delay, as on
+    AMQP, keeps few of them)."""
+    return min(cap, 0.25 * 2.0 ** (returns - 1)) * (0.5 + 0.25 * int(rand() * 3))
 
 
 class Worker:
@@ -91,8 +92,12 @@ class Worker:
     def __init__(self, app: Bridge, options: WorkerOptions | None = None, *,
                  pre_task: Hook | None = None, post_task: Hook | None = None,
                  error_handler: ErrorHandler | None = None,
-                 handlers: Sequence[HandlerFactory] = (), machinery: bool = True) -> None:
+                 handlers: Sequence[HandlerFactory] = (), machinery: bool = True,
+                 observers: Sequence[Observer] = ()) -> None:
         self.app = app
+        self.observers = Observers([TaskLog(), *observers])
+        """Told of every step of every task (from the loop and the task threads: an observer
+        must be thread-safe)."""
         self.options = options or WorkerOptions()
         self.queue = self.options.queue or app.config.default_queue
         self.pre_task = pre_task
@@ -109,10 +114,32 @@ class Worker:
         self._running = 0  # in a pool thread right now
         self._stopping = threading.Event()
         self._signals = 0
-        self._unregistered: OrderedDict[str, int] = OrderedDict()
-        self._process_pool: Executor | None = None
+        self._signalled = ""  # the signal's name, set by its handler: a plain flag, no lock
+        self._finished = False  # run() returned (the stop watch's end)
+        self._unregistered: OrderedDict[str, tuple[float, int]] = OrderedDict()
+        self._process_slots: ProcessSlots | None = None
         self._done: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
         self._acks: dict[int, list[Delivery]] = {id(h): [] for h in self.handlers}
+        self._next_upkeep = 0.0
+        self._reached = False  # whether this turn reached the broker (proof it is back)
+        self._fetched = False  # whether the last turn fetched anything
+        self._drained: set[int] = set()  # handlers whose last fetch got less than it asked
+        self._handed_back = 0  # unknown tasks put straight back this turn
+        self._reconcile = False  # a turn failed: compare what the broker holds for us
+        self._adopted: dict[int, list[Delivery]] = {}  # held for us, never received: to run
+        self.outage = Outage("broker or result backend", log,
+                             Backoff(first=self.options.outage_backoff_first,
+                                     cap=self.options.outage_backoff_cap))
+        self.last_turn = time.monotonic()
+        """When the loop last finished a turn (the health endpoint's proof of life)."""
+        self.metrics: WorkerMetrics | None = None
+        """Set by ``attach_metrics``: then queue depths are sampled by the loop."""
+        self._next_sample = 0.0
+        self.revoked = RevokedIds()
+        """Task ids refused when they come (Celery's revoke, from the remote control)."""
+        self.queue_factory: Callable[[str], HandlerFactory] | None = None
+        """Makes the handler of a queue added at run time (Celery's add_consumer)."""
+        self._soon: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
 
     # ------------------------------------------------------------------ consuming
 
@@ -121,54 +148,148 @@ class Worker:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
+            StopWatch(signalled=lambda: bool(self._signalled), answered=self._stopping.is_set,
+                      stopped=lambda: self._finished, give_back=self._return_held,
+                      graceful_timeout=self.options.graceful_timeout).start()
         opts = self.options
         if opts.pool == "processes":
-            self._process_pool = ProcessPoolExecutor(opts.concurrency)
+            self._process_slots = ProcessSlots()
         log.info("worker consuming %s with %d %s",
                  ", ".join(f"{h.queue} ({type(h).__name__})" for h in self.handlers),
                  opts.concurrency, opts.pool)
-        next_upkeep = 0.0
-        pool = _TaskThreads(opts.concurrency, self._run)
+        pool = TaskThreads(opts.concurrency, self._run)
+        outage = self.outage
         wait = 0.0
         turn = 0
-        while not self._stopping.is_set():
-            if time.monotonic() >= next_upkeep:
-                self._maintain()
-                next_upkeep = time.monotonic() + opts.maintain_interval
-            finished = self._collect(wait)
-            by_handler = self._split(finished)
-            busy = bool(finished)
+        while not self._stop_requested():
             turn += 1
-            for index in range(len(self.handlers)):  # rotate: no queue starves another
-                handler = self.handlers[(turn + index) % len(self.handlers)]
-                # fetch for idle threads only, so a task is STARTED when a thread runs it;
-                # the last batch's acks ride along, and a finished batch is written with
-                # the new one
-                multiplier = opts.prefetch_multiplier or handler.prefetch_multiplier
-                free = opts.concurrency * multiplier - self._running
-                deliveries: list[Delivery] = []
-                acks = self._take_acks(handler)
-                if free > 0:
-                    idle = not self._held and not busy
-                    timeout = opts.poll_timeout / len(self.handlers) if idle else 0.0
-                    deliveries = handler.consumer.fetch(handler.queue, free, timeout, ack=acks)
-                elif len(acks) >= 256:  # all threads busy for long: don't hold acks back
-                    handler.consumer.ack(acks)
-                elif acks:  # they ride on the next fetch, when a thread is free
-                    self._acks[id(handler)] = acks + self._acks[id(handler)]
-                jobs = handler.step(by_handler.pop(id(handler), []), deliveries)
-                self._start(jobs, pool)
-                busy = busy or bool(deliveries)
-            wait = 0.0 if busy or not self._held else (0.1 if self._running else 0.02)
+            self._reached = False
+            try:
+                wait = self._turn(turn, wait, pool)
+            except Exception as exc:  # an outage, or a bug: say so once, back off, go on
+                if self.metrics is not None and not outage.ongoing:
+                    self.metrics.outage_began()
+                delay = outage.failed(exc)
+                self.last_turn = time.monotonic()
+                self._reconcile = True  # a reply may have been lost: check what we hold
+                self._pause(delay)
+                wait = 0.0
+                continue
+            self.last_turn = time.monotonic()
+            if self._reached and outage.ongoing:  # a turn that called nothing proves nothing
+                outage.succeeded()
+                if self.metrics is not None:
+                    self.metrics.outage_ended()
         self._drain()
         # tasks still running past graceful_timeout were returned to the queue: don't wait
         pool.shutdown()
-        if self._process_pool is not None:
-            self._process_pool.shutdown(wait=False, cancel_futures=True)
+        if self._process_slots is not None:
+            self._process_slots.shutdown()
         for handler in self.handlers:
             handler.close()
         log.info("worker stopped")
+        self._finished = True
         return 0
+
+    def _turn(self, turn: int, wait: float, pool: TaskThreads) -> float:
+        """One turn: upkeep when due, collect what ended, fetch and step each handler.
+        Returns how long the next turn may wait for outcomes. Raises what the broker or
+        backend raised, with nothing lost: outcomes not yet handed to a handler go back to
+        the worker's queue, acks that did not go out are kept, a handler carries its step."""
+        opts = self.options
+        self._run_soon()
+        if time.monotonic() >= self._next_upkeep:
+            self._maintain()  # it may have had nothing due: it proves nothing
+            self._next_upkeep = time.monotonic() + opts.maintain_interval
+        if self._reconcile:
+            self._adopt_unknown()
+            self._reconcile = False
+        finished = self._collect(wait)
+        by_handler = self._split(finished)
+        # a turn after one that fetched never blocks on an empty queue: messages parked or
+        # sent back at once (bad input) leave nothing held, and must not cost a wait each
+        busy = bool(finished) or self._fetched
+        self._fetched = False
+        self._handed_back = started = 0
+        try:
+            for index in range(len(self.handlers)):  # rotate: no queue starves another
+                handler = self.handlers[(turn + index) % len(self.handlers)]
+                # its queue was empty a moment ago: store what ended first (the waiting
+                # client's result) and fetch next turn, its acks riding along then
+                fetch = not (by_handler.get(id(handler)) and id(handler) in self._drained)
+                if not fetch:  # once: the next turn fetches, however busy it is
+                    self._drained.discard(id(handler))
+                deliveries = self._adopted.get(id(handler), []) + (
+                    self._fetch(handler, busy) if fetch else [])
+                # fetched: from here the step owns them (a failed fetch left both in place)
+                self._adopted.pop(id(handler), None)
+                outcomes = by_handler.pop(id(handler), [])
+                try:
+                    jobs = handler.step(outcomes, deliveries)
+                except Exception:  # a bug, not an outage: give the batch back, never strand it
+                    log.exception("%s failed on a batch of %s; its %d messages go back to the "
+                                  "queue", type(handler).__name__, handler.queue,
+                                  len(deliveries) + len(outcomes))
+                    self.give_back(handler, deliveries + [job.delivery for job, _, _ in outcomes])
+                    raise
+                self._start(jobs, pool)
+                started += len(jobs)
+                busy = busy or bool(deliveries)
+                self._fetched = self._fetched or bool(deliveries)
+                cause = handler.take_outage()
+                if cause is not None:
+                    raise cause
+        finally:
+            for outcomes in by_handler.values():  # not handed over: next turn
+                for outcome in outcomes:
+                    self._done.put(outcome)
+        if self._handed_back and not started:
+            return 0.02  # only tasks we do not know came: do not spin on them
+        if not self._held or (busy and len(self._drained) < len(self.handlers)):
+            return 0.0
+        # every queue was empty at its last fetch: wait for what runs to end (new messages
+        # are fetched within 0.1 s, as while long tasks run)
+        return 0.1 if self._running else 0.02
+
+    def _adopt_unknown(self) -> None:
+        """After a failed turn: messages the broker holds for us that we never received (a
+        take whose reply was lost) are run now, instead of waiting in our processing list
+        until this worker dies."""
+        for handler in self.handlers:
+            with self._lock:
+                known = [d for h, d in self._held.values() if h is handler]
+            known += self._acks[id(handler)] + self._adopted.get(id(handler), [])
+            found = handler.consumer.unknown_held(handler.queue, known)
+            if found:
+                log.warning("%d message(s) of %s were taken by a call whose reply was lost: "
+                            "running them now", len(found), handler.queue)
+                self._adopted[id(handler)] = self._adopted.get(id(handler), []) + found
+
+    def _fetch(self, handler: Handler, busy: bool) -> list[Delivery]:
+        """Fetch for idle threads only, so a task is STARTED when a thread runs it; the
+        last batch's acks ride along (and stay for the next try if the fetch fails)."""
+        opts = self.options
+        multiplier = opts.prefetch_multiplier or handler.prefetch_multiplier
+        free = 0 if handler.paused else opts.concurrency * multiplier - self._running
+        acks = self._take_acks(handler)
+        try:
+            if free > 0:
+                idle = not self._held and not busy
+                timeout = opts.poll_timeout / len(self.handlers) if idle else 0.0
+                deliveries = handler.consumer.fetch(handler.queue, free, timeout, ack=acks)
+                self._reached = True
+                if len(deliveries) < free:
+                    self._drained.add(id(handler))
+                else:
+                    self._drained.discard(id(handler))
+                return deliveries
+            if acks:  # every thread busy: acknowledge now, not after the next task ends
+                handler.consumer.ack(acks)
+                self._reached = True
+        except BaseException:
+            self._acks[id(handler)] = acks + self._acks[id(handler)]
+            raise
+        return []
 
     @property
     def busy(self) -> int:
@@ -176,9 +297,35 @@ class Worker:
         back in the queue, and the process may exit without waiting for them)."""
         return self._running
 
+    def check(self) -> None:
+        """Reach every broker and backend the handlers use, once (start-up validation): a
+        failure is one :class:`~bridge.errors.Unreachable` line."""
+        seen: set[tuple[str, str]] = set()
+        endpoints = []
+        for handler in self.handlers:
+            for endpoint in handler.endpoints():
+                if endpoint[:2] not in seen:
+                    seen.add(endpoint[:2])
+                    endpoints.append(endpoint)
+        probe(endpoints)
+
     def stop(self) -> None:
         """Stop fetching; in-flight tasks finish (up to graceful_timeout)."""
         self._stopping.set()
+
+    def _stop_requested(self) -> bool:
+        if self._signalled and not self._stopping.is_set():
+            log.warning("signal %s received: finishing running tasks (%d), then exiting",
+                        self._signalled, self._running)
+            self._stopping.set()
+        return self._stopping.is_set()
+
+    def _pause(self, seconds: float) -> None:
+        """Wait ``seconds`` (an outage's back-off), in short slices: a signal handler only
+        sets a flag (an Event.set there could deadlock with this very wait's lock)."""
+        deadline = time.monotonic() + seconds
+        while not self._stop_requested() and (left := deadline - time.monotonic()) > 0:
+            self._stopping.wait(min(left, 0.25))
 
     def _maintain(self) -> None:
         seen: set[int] = set()
@@ -186,6 +333,26 @@ class Worker:
             if id(handler.consumer) not in seen:
                 seen.add(id(handler.consumer))
                 handler.consumer.maintain()
+        if self.metrics is not None and time.monotonic() >= self._next_sample:
+            self._next_sample = time.monotonic() + self.options.metrics_interval
+            self._sample(self.metrics)
+
+    def attach_metrics(self, metrics: WorkerMetrics) -> None:
+        """Count tasks into ``metrics`` and sample the queues every metrics_interval."""
+        self.metrics = metrics
+        self.observers.add(metrics)
+
+    def _sample(self, metrics: WorkerMetrics) -> None:
+        metrics.running.set(self._running)
+        for handler in self.handlers:
+            try:
+                stats = queue_stats(handler.consumer, handler.queue)
+            except Exception as exc:
+                if is_outage(exc):
+                    raise
+                log.debug("could not sample %s for the metrics: %s", handler.queue, exc)
+                continue
+            metrics.sample_queue(handler.queue, handler.protocol, stats)
 
     def _split(self, finished: list[Outcome]) -> dict[int, list[Outcome]]:
         by_handler: dict[int, list[Outcome]] = {}
@@ -193,7 +360,7 @@ class Worker:
             by_handler.setdefault(id(outcome[0].handler), []).append(outcome)
         return by_handler
 
-    def _start(self, jobs: list[Job], pool: _TaskThreads | None) -> None:
+    def _start(self, jobs: list[Job], pool: TaskThreads | None) -> None:
         for job in jobs:
             if pool is None:  # shutting down: nothing new starts
                 self.give_back(job.handler, [job.delivery])
@@ -203,11 +370,11 @@ class Worker:
             pool.submit(job)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        # nothing here takes a lock the interrupted loop may hold (logging, Event.set):
+        # the loop sees the flag within a turn and says so
         self._signals += 1
         if self._signals == 1:
-            log.warning("signal %s received: finishing running tasks (%d), then exiting",
-                        signal.Signals(signum).name, self._running)
-            self.stop()
+            self._signalled = signal.Signals(signum).name
             return
         log.warning("second signal: returning %d held messages and exiting now", len(self._held))
         self._return_held()
@@ -221,35 +388,54 @@ class Worker:
         self._finish_only(self._collect(0.0))
         self._flush_acks()
         if self._held:
-            log.warning("graceful timeout: returning %d unfinished messages", len(self._held))
+            log.warning("%s: returning %d messages to their queues",
+                        "graceful timeout" if self._running else "results not stored",
+                        len(self._held))
             self._return_held()
 
     def _finish_only(self, finished: list[Outcome]) -> None:
         for handler_id, outcomes in self._split(finished).items():
             handler = outcomes[0][0].handler
             assert id(handler) == handler_id
-            self._start(handler.step(outcomes, []), None)
+            try:
+                self._start(handler.step(outcomes, []), None)
+            except Exception as exc:  # their messages stay held: returned below, or recovered
+                self._at_shutdown(exc, f"could not store {len(outcomes)} results")
 
-    def _flush_acks(self) -> None:
+    def _flush_acks(self) -> bool:
+        """Send the acks still pending; False when the broker could not be reached."""
         for handler in self.handlers:
             acks = self._take_acks(handler)
             if acks:
                 try:
                     handler.consumer.ack(acks)
-                except Exception:
-                    log.exception("could not acknowledge %d messages of %s", len(acks),
-                                  handler.queue)
+                except Exception as exc:
+                    self._at_shutdown(exc, f"could not acknowledge {len(acks)} messages")
+                    return False
+        return True
 
     def _return_held(self) -> None:
         with self._lock:
             held = list(self._held.values())
             self._held.clear()
-        self._flush_acks()
-        for handler, delivery in held:
+        if not self._flush_acks():
+            return
+        for index, (handler, delivery) in enumerate(held):
             try:
                 handler.consumer.requeue(delivery)
-            except Exception:  # the broker's recovery will bring it back
-                log.exception("could not return a message to %s", delivery.queue)
+            except Exception as exc:  # the broker's recovery will bring it back
+                self._at_shutdown(exc, f"could not return {len(held) - index} messages")
+                return
+
+    @staticmethod
+    def _at_shutdown(exc: Exception, what: str) -> None:
+        """One line for a broker or backend that fails us while we stop; a bug's traceback."""
+        if not is_outage(exc):
+            log.exception("%s", what)
+            return
+        log.warning("%s (%s): unreachable while stopping; the broker gives back what this "
+                    "worker held once it is back (Redis: after --recover-after)", what,
+                    one_line(exc))
 
     # ------------------------------------------------------------------ the Host protocol
 
@@ -272,32 +458,114 @@ class Worker:
                 self._requeue_safely(handler, delivery)
 
     def park(self, handler: Handler, delivery: Delivery, reason: str) -> None:
-        """Dead-letter a held message (it stays held for recovery if even that fails)."""
+        """Dead-letter a held message. An outage is raised (the handler tries again at its
+        next step); any other failure leaves it held, logged, for recovery."""
         try:
             handler.consumer.dead_letter(delivery, reason)
-        except Exception:
+        except Exception as exc:
+            if is_outage(exc):
+                raise
             log.exception("could not park a message of %s; it stays held", delivery.queue)
             return
         self._release(delivery)
 
     def requeue_later(self, handler: Handler, delivery: Delivery, delay: float) -> None:
-        self._requeue_safely(handler, delivery, delay)
+        """Back to the queue after ``delay`` s; an outage is raised (the handler tries again
+        at its next step, the message still held)."""
+        try:
+            handler.consumer.requeue(delivery, delay)
+        except Exception as exc:
+            if is_outage(exc):
+                raise
+            log.exception("could not return a message to %s; recovery will", delivery.queue)
         self._release(delivery)
 
     def unregistered(self, handler: Handler, delivery: Delivery, task_id: str,
                      name: str) -> None:
-        attempts = self._unregistered.pop(task_id, 0) + 1
-        self._unregistered[task_id] = attempts
+        """Hand a task this worker does not know back to its queue: at once during the
+        hand-off window (a delayed return would hide it from a worker that knows it too,
+        and whose delayed mover brings it back is a coin toss), then with back-off."""
+        now = time.monotonic()
+        seen = self._unregistered.pop(task_id, None)
+        first_seen, returns = seen if seen is not None else (now, 0)
+        if seen is not None and now - first_seen >= self.options.handoff_window:
+            returns += 1
+        self._unregistered[task_id] = (first_seen, returns)
         while len(self._unregistered) > 10_000:
             self._unregistered.popitem(last=False)
-        delay = min(self.options.max_unregistered_backoff, 2.0 ** (attempts - 1))
-        log.warning("task %s (%s) is not registered with this worker: back to %s in %.0fs",
-                    task_id, name, delivery.queue, delay)
+        if returns == 0:
+            (log.warning if seen is None else log.debug)(
+                "task %s (%s) is not registered with this worker: back to %s, for a worker "
+                "that knows it", task_id, name, delivery.queue)
+            self._handed_back += 1
+            self.requeue_later(handler, delivery, 0.0)
+            return
+        delay = unregistered_delay(returns, self.options.max_unregistered_backoff)
+        log.warning("task %s (%s) is still not taken by a worker that knows it: back to %s "
+                    "in %.1f s", task_id, name, delivery.queue, delay)
         self.requeue_later(handler, delivery, delay)
 
     def registered(self, task_id: str) -> None:
         if self._unregistered:
             self._unregistered.pop(task_id, None)
+
+    def observe(self, event: TaskEvent) -> None:
+        self.observers.task_event(event)
+
+    def wants(self, kind: str) -> bool:
+        return self.observers.wants(kind)
+
+    def is_revoked(self, task_id: str) -> bool:
+        return task_id in self.revoked
+
+    def stamp_revoked(self, stamped_headers: Any, stamps: Any) -> dict[str, Any] | None:
+        return self.revoked.stamp_revoked(stamped_headers, stamps)
+
+    # ------------------------------------------------------------------ remote control
+
+    def call_soon(self, action: Callable[[], None]) -> None:
+        """Run ``action`` in the loop at its next turn (from another thread)."""
+        self._soon.put(action)
+
+    def _run_soon(self) -> None:
+        while True:
+            try:
+                action = self._soon.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                action()
+            except Exception:
+                log.exception("a remote-control action failed")
+
+    def consumed_queues(self, all_protocols: bool = False) -> list[str]:
+        """The Celery queues this worker fetches from (Celery's active_queues); with
+        ``all_protocols``, machinery's too."""
+        return [h.queue for h in self.handlers
+                if (all_protocols or h.protocol == "celery") and not h.paused]
+
+    def add_queue(self, name: str) -> None:
+        """Consume the Celery queue ``name`` too (or again, after cancel_queue)."""
+        for handler in self.handlers:
+            if handler.queue == name and handler.protocol == "celery":
+                if handler.paused:
+                    handler.paused = False
+                    log.info("consuming from %s again", name)
+                return
+        if self.queue_factory is None:
+            log.warning("add_consumer %s: this worker serves no Celery broker", name)
+            return
+        handler = self.queue_factory(name)(self)
+        self._acks[id(handler)] = []
+        self.handlers.append(handler)
+        log.info("consuming from %s (add_consumer)", name)
+
+    def cancel_queue(self, name: str) -> None:
+        """Stop fetching from the Celery queue ``name``; what it holds still finishes."""
+        for handler in self.handlers:
+            if handler.queue == name and handler.protocol == "celery" and not handler.paused:
+                handler.paused = True
+                log.info("no longer consuming from %s (cancel_consumer)", name)
 
     def _requeue_safely(self, handler: Handler, delivery: Delivery, delay: float = 0.0) -> None:
         try:
@@ -317,20 +585,23 @@ class Worker:
         """In a pool thread: the pre-task hook and the function, nothing else."""
         returned: Any = None
         error: BaseException | None = None
+        job.handler.report(STARTED, job)
+        began = time.perf_counter()
         try:
             if self.pre_task is not None and job.signature is not None:
                 self.pre_task(job.signature)
             returned = job.handler.call(job, self._call)
         except BaseException as exc:  # reported, never lost: the handler decides what follows
             error = exc
+        job.runtime = time.perf_counter() - began
         with self._lock:
             self._running -= 1
         self._done.put((job, returned, error))
 
     def _call(self, job: Job) -> Any:
         task = job.task
-        if self._process_pool is not None and not task.is_async:
-            return self._process_pool.submit(task.func, *job.args, **job.kwargs).result()
+        if self._process_slots is not None and not task.is_async:
+            return self._process_slots.call(task.func, job.args, job.kwargs)
         return task.call(job.args, job.kwargs)
 
     def _collect(self, wait: float) -> list[Outcome]:

@@ -1,5 +1,6 @@
-"""One RabbitMQ connection for :class:`~bridge.brokers.amqp.AmqpBroker`: its channels,
-publisher confirms, reconnects.
+"""One RabbitMQ connection for both AMQP brokers (:class:`~bridge.brokers.amqp.AmqpBroker`,
+:class:`~bridge.brokers.celery_amqp.CeleryAmqpBroker`): its channels, publisher confirms,
+reconnects.
 
 kombu opens the connection (URL parsing, ``amqps://`` TLS, heartbeats, failover between
 several URLs); the channels are py-amqp's own, used directly so declarations carry exactly
@@ -62,6 +63,7 @@ class AmqpSession:
         self.declared: set[tuple[str, str]] = set()
         """What was declared on this connection (``("queue", name)``...)."""
         self._failover = len(urls) - 1
+        self._lost_since: float | None = None  # when the connection was lost, until back
         self._on_consume_lost = on_consume_lost
         self._unconfirmed: set[int] = set()
         self._nacked: set[int] = set()
@@ -78,6 +80,10 @@ class AmqpSession:
         self._open_publish_channel()
         self.admin = self.open_channel()
         self.declared.clear()
+        if self._lost_since is not None:
+            log.warning("AMQP connection to %s reconnected after %.1f s", redact_url(self.url),
+                        time.monotonic() - self._lost_since)
+            self._lost_since = None
         log.debug("connected to %s", redact_url(self.conn.as_uri()))
 
     def open_channel(self) -> Any:
@@ -102,7 +108,12 @@ class AmqpSession:
 
     def reset(self, why: BaseException) -> None:
         """Forget the connection: RabbitMQ requeues whatever it still had unacked."""
-        log.warning("AMQP connection to %s lost (%s); reconnecting", redact_url(self.url), why)
+        if self._lost_since is None:  # once per outage, however many tries it takes
+            self._lost_since = time.monotonic()
+            log.warning("AMQP connection to %s lost (%s); reconnecting", redact_url(self.url),
+                        why)
+        else:
+            log.debug("AMQP connection to %s still lost (%s)", redact_url(self.url), why)
         self.consume = self.publish = self.admin = None
         self.declared.clear()
         self._on_consume_lost()

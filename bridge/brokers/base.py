@@ -58,6 +58,29 @@ class Consumer(ABC):
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
         """Park the raw message with the reason, where an operator can see and replay it."""
 
+    def decoded(self, delivery: Delivery, signature: Signature) -> None:  # noqa: B027
+        """A machinery message was decoded: set on it what only the broker knows (SQS: the
+        SQSReceiptHandle of this delivery, as Go's consumeOne does)."""
+
+    def failed(self, delivery: Delivery, signature: Signature) -> None:  # noqa: B027
+        """The task failed for good (FAILURE stored); the message is acked next. SQS keeps
+        it instead when StopTaskDeletionOnError asks (Go's ErrStopTaskDeletion)."""
+
+    def unknown_held(self, queue: str, known: Sequence[Delivery]) -> list[Delivery]:
+        """Messages of ``queue`` this consumer holds for the broker but not in ``known``:
+        taken by a call whose reply was lost in an outage. They are returned as deliveries
+        to run (brokers that give back a lost connection's messages themselves, such as
+        RabbitMQ, have none)."""
+        return []
+
+    def recover_after(self, seconds: float) -> None:  # noqa: B027 - optional hook
+        """Treat a consumer silent for ``seconds`` as dead and return its messages (brokers
+        that track their consumers themselves, such as RabbitMQ, ignore this)."""
+
+    def ping(self) -> None:  # noqa: B027 - optional hook
+        """Reach the broker once (startup validation): raise :class:`~bridge.errors.Unreachable`
+        naming the URL (password redacted) and the fix when it cannot be reached or refuses us."""
+
     def maintain(self) -> None:  # noqa: B027 - optional hook
         """Periodic upkeep (heartbeat, moving due delayed tasks, recovering orphans)."""
 
@@ -69,6 +92,9 @@ class Broker(Consumer):
     """A machinery-compatible broker."""
 
     default_queue: str
+    keeps_empty_routing_key: bool = False
+    """Go's Publish encodes before AdjustRoutingKey (SQS): the app leaves an empty RoutingKey
+    to the broker, so the body keeps it empty as Go's does."""
 
     @abstractmethod
     def publish(self, signatures: Sequence[Signature]) -> None:

@@ -8,15 +8,17 @@ Keys and scripts are in :mod:`bridge.brokers.celery_redis_layout`. What differs 
   ``unacked`` / ``unacked_index`` (kombu's records, so Celery's ``restore_visible`` and ours
   treat them alike), after acking the deliveries passed along.
 * **Blocking without a loss window.** When every list is empty, the fetch BLMOVEs from the
-  bucket-0 list into a staging list of its own (under a short lease) and the next Lua call
-  moves it on into ``unacked``. A staged item of a worker whose lease expired goes back to the
-  queue (``maintain`` / the first fetch of any bridge worker). Only bucket 0 wakes the wait at
+  bucket-0 list into a staging list of its own (under a short lease; the reply, the message
+  itself, is skipped) and the Lua call in the same round trip moves it on into ``unacked``.
+  A staged item of a worker whose lease expired goes back to the queue (``maintain`` / the
+  first fetch of any bridge worker). Only bucket 0 wakes the wait at
   once; the other buckets are checked every ``block_slice`` seconds (1 s, kombu's BRPOP timeout).
   Measured (local redis-server, 2 shared cores): wake-up after a publish 1.5 ms median; a
   50 ms polling loop had the same median but a 53 ms tail and 20 idle calls/s per worker.
 * **Bad input is parked.** Items that are not valid envelopes (not JSON, no properties, a null
   or duplicate delivery tag, bad base64, oversized) go to ``bridge:celery:dead:<queue>`` with
-  the reason and a log line; ``replay_dead`` puts them back.
+  the reason and a log line; ``replay_dead`` puts them back. An oversized one is sized and
+  parked without being read (see :mod:`bridge.brokers.redis_dead`, also for the cap).
 * **Throughput** (same machine): fetch + ack riding on the next fetch, 9-18k msg/s with
   batches of 10-500 (1.5k/s one at a time; kombu's ``SimpleQueue`` get + ack: 0.7k/s);
   ``publish_messages`` 17-32k msg/s in batches of 1000.
@@ -46,9 +48,10 @@ from redis.exceptions import LockError
 
 from bridge.brokers.base import CeleryBroker, Delivery
 from bridge.brokers.celery_redis_layout import PRIORITY_STEPS, SEP, CeleryKeys, Scripts
-from bridge.brokers.redis_layout import envelope_body, make_envelope, now_rfc3339, read_envelope
+from bridge.brokers.dead_letters import envelope_parts, now_rfc3339, read_envelope
+from bridge.brokers.redis_dead import DROPS, default_max_dead_letters, gate_bytes
 from bridge.config import RedisConfig, redact_url
-from bridge.errors import DecodeError
+from bridge.errors import DecodeError, clip
 from bridge.protocol.celery_message import CeleryMessage
 from bridge.protocol.kombu_envelope import (
     DEFAULT_MAX_SIZE,
@@ -57,6 +60,7 @@ from bridge.protocol.kombu_envelope import (
     to_envelope,
 )
 from bridge.redisconn import RedisClient, connect
+from bridge.redislane import Lane
 
 __all__ = ["CeleryRedisBroker", "UnackedEntry"]
 
@@ -80,7 +84,7 @@ class UnackedEntry:
 def _priority_of(raw: bytes) -> object:
     try:
         return json.loads(raw)["properties"]["priority"]
-    except (ValueError, KeyError, TypeError):
+    except Exception:  # not an envelope, nested too deeply...: the first bucket
         return 0
 
 
@@ -92,7 +96,8 @@ class CeleryRedisBroker(CeleryBroker):
     ``sep``, ``unacked_key`` / ``unacked_index_key`` / ``unacked_mutex_key``,
     ``unacked_mutex_expire`` (300 s); ours: ``restore_interval`` (how often ``maintain``
     restores timed-out entries, 10 s), ``block_slice`` (1 s), ``lease_ttl`` (10 s),
-    ``delayed_poll`` (0.5 s), ``max_message_bytes``, ``worker_id``.
+    ``delayed_poll`` (0.5 s), ``max_message_bytes``, ``max_dead_letters`` (the dead list's
+    cap; None: ``$BRIDGE_MAX_DEAD_LETTERS`` or 100,000), ``worker_id``.
     """
 
     def __init__(self, client: RedisClient, *, url: str = "", global_keyprefix: str = "",
@@ -103,7 +108,7 @@ class CeleryRedisBroker(CeleryBroker):
                  restore_interval: float = 10.0, block_slice: float = 1.0,
                  lease_ttl: float = 10.0, delayed_poll: float = 0.5,
                  max_message_bytes: int = DEFAULT_MAX_SIZE, worker_id: str | None = None,
-                 default_queue: str = "celery") -> None:
+                 default_queue: str = "celery", max_dead_letters: int | None = None) -> None:
         if isinstance(client, redis.cluster.RedisCluster):
             raise ValueError("kombu's Redis layout does not work on Redis Cluster")
         self.client: redis.Redis = client
@@ -118,6 +123,10 @@ class CeleryRedisBroker(CeleryBroker):
         self.lease_ttl = lease_ttl
         self.delayed_poll = delayed_poll
         self.max_message_bytes = max_message_bytes
+        self.gate = gate_bytes(max_message_bytes)  # 0 when the server refuses SORT/MEMORY
+        self.max_dead_letters = (default_max_dead_letters() if max_dead_letters is None
+                                 else max_dead_letters)
+        self.lane = Lane(client)
         self.worker_id = worker_id or (
             f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}")
         self.default_queue = default_queue
@@ -185,20 +194,34 @@ class CeleryRedisBroker(CeleryBroker):
         if items or timeout <= 0 or max_count <= 0:
             return self._deliveries(queue, items)
         deadline = time.monotonic() + timeout
-        staging = self.keys.staging(queue, self.worker_id)
         while not items:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            pipe = self.client.pipeline(transaction=False)
-            pipe.set(self.keys.lease(queue, self.worker_id), b"1",
-                     px=int((self.block_slice + self.lease_ttl) * 1000))
-            pipe.blmove(self.keys.lists(queue)[0], staging,
-                        max(min(left, self.block_slice), 0.01),  # type: ignore[arg-type]
-                        "RIGHT", "LEFT")
-            pipe.execute()
-            items = self._take(queue, max_count, ())
+            items = self._wait(queue, max_count, max(min(left, self.block_slice), 0.01))
         return self._deliveries(queue, items)
+
+    def _wait(self, queue: str, count: int, seconds: float) -> list[tuple[bytes, bytes]]:
+        """One blocked wait: lease, BLMOVE into our staging list (its reply, the message,
+        skipped) and the take script, in one round trip."""
+        lease = ("SET", self.keys.lease(queue, self.worker_id), b"1",
+                 "PX", int((self.block_slice + self.lease_ttl) * 1000))
+        block = ("BLMOVE", self.keys.lists(queue)[0], self.keys.staging(queue, self.worker_id),
+                 seconds, "RIGHT", "LEFT")
+        keys, args = self._take_args(queue, count, ())
+        replies = self.lane.run_quiet(
+            [lease, block, ("EVALSHA", self.scripts.take.sha, len(keys), *keys, *args)],
+            quiet={1})
+        if replies is None or any(isinstance(r, redis.ResponseError) for r in replies):
+            if replies is None:  # the lane is busy: the moved message comes back whole here
+                pipe = self.client.pipeline(transaction=False)
+                pipe.set(self.keys.lease(queue, self.worker_id), b"1",
+                         px=int((self.block_slice + self.lease_ttl) * 1000))
+                pipe.blmove(self.keys.lists(queue)[0], self.keys.staging(queue, self.worker_id),
+                            seconds, "RIGHT", "LEFT")  # type: ignore[arg-type]
+                pipe.execute()
+            return self._take(queue, count, ())  # loads the script, or raises
+        return self._taken(queue, replies[1])
 
     def _start_consuming(self, queue: str) -> None:
         with self._lock:
@@ -206,16 +229,37 @@ class CeleryRedisBroker(CeleryBroker):
             self._queues.add(queue)
         self.recover_staged(queue)
 
-    def _take(self, queue: str, count: int, acks: Sequence[str]) -> list[tuple[bytes, bytes]]:
+    def _take_args(self, queue: str, count: int, acks: Sequence[str]
+                   ) -> tuple[list[str], list[Any]]:
         keys = [self.keys.key(self.keys.unacked), self.keys.key(self.keys.unacked_index),
                 self.keys.dead(queue), self.keys.staging(queue, self.worker_id),
+                self.keys.stage(queue, self.worker_id), self.keys.dead_seq(queue),
                 *self.keys.lists(queue)]
-        items, tags, reasons = cast("list[list[bytes]]", self.scripts.take(keys=keys, args=[
-            max(count, 0), repr(time.time()), self.max_message_bytes, queue, now_rfc3339(),
-            *acks]))
+        return keys, [max(count, 0), repr(time.time()), self.max_message_bytes, queue,
+                      now_rfc3339(), self.gate, self.max_dead_letters,
+                      self.keys.dead_body_prefix(queue), *acks]
+
+    def _take(self, queue: str, count: int, acks: Sequence[str]) -> list[tuple[bytes, bytes]]:
+        keys, args = self._take_args(queue, count, acks)
+        try:
+            reply = self.scripts.take(keys=keys, args=args)
+        except redis.ResponseError as exc:
+            text = str(exc).upper()
+            if not (self.gate and "NOPERM" in text and ("SORT" in text or "MEMORY" in text)):
+                raise
+            log.warning("Redis refuses SORT or MEMORY to our scripts (%s): messages are read "
+                        "before their size is checked", exc)
+            self.gate = 0
+            keys, args = self._take_args(queue, count, acks)
+            reply = self.scripts.take(keys=keys, args=args)
+        return self._taken(queue, reply)
+
+    def _taken(self, queue: str, reply: Any) -> list[tuple[bytes, bytes]]:
+        items, tags, reasons, dropped = reply
         for reason in reasons:
             log.warning("parked a message of %s in %s: %s", queue, self.keys.dead(queue),
                         reason.decode("utf-8", "replace"))
+        DROPS.dropped(self.keys.dead(queue), int(dropped), self.max_dead_letters)
         return list(zip(items, tags, strict=True))
 
     def _deliveries(self, queue: str, items: Iterable[tuple[bytes, bytes]]) -> list[Delivery]:
@@ -265,10 +309,16 @@ class CeleryRedisBroker(CeleryBroker):
         self._park(delivery, reason)
 
     def _park(self, delivery: Delivery, reason: str) -> None:
-        log.warning("parked a message of %s in %s: %s", delivery.queue,
-                    self.keys.dead(delivery.queue), reason)
-        entry = make_envelope(delivery.queue, reason, delivery.body)
-        self._move_unacked(str(delivery.tag), [self.keys.dead(delivery.queue)], entry, "rpush")
+        queue = delivery.queue
+        log.warning("parked a message of %s in %s: %s", queue, self.keys.dead(queue), reason)
+        dropped = int(self.scripts.park_unacked(
+            keys=[self.keys.key(self.keys.unacked), self.keys.key(self.keys.unacked_index),
+                  self.keys.dead(queue), self.keys.dead_seq(queue)],
+            args=[str(delivery.tag), delivery.body, clip(reason), now_rfc3339(),
+                  self.max_dead_letters, self.keys.dead_body_prefix(queue), queue]))
+        if dropped < 0:
+            log.debug("delivery %s is no longer unacked (acked or restored)", delivery.tag)
+        DROPS.dropped(self.keys.dead(queue), dropped, self.max_dead_letters)
 
     def _move_unacked(self, tag: str, targets: Sequence[str], value: bytes, how: str, *,
                       expected: bytes = b"", score: float = 0.0) -> bool:
@@ -304,11 +354,14 @@ class CeleryRedisBroker(CeleryBroker):
     def move_delayed(self, queue: str, now: float | None = None) -> int:
         """Move due delayed requeues of ``queue`` to the back of their lists; how many."""
         when = time.time() if now is None else now
-        keys = [self.keys.delayed(queue), self.keys.dead(queue), *self.keys.lists(queue)]
+        keys = [self.keys.delayed(queue), self.keys.dead(queue), self.keys.dead_seq(queue),
+                *self.keys.lists(queue)]
         total = 0
         while True:
-            moved = int(self.scripts.move_due(keys=keys, args=[
-                repr(when), BATCH, queue, now_rfc3339(), *self.keys.steps]))
+            moved, dropped = (int(n) for n in self.scripts.move_due(keys=keys, args=[
+                repr(when), BATCH, queue, now_rfc3339(), self.keys.dead_body_prefix(queue),
+                self.max_dead_letters, self.max_message_bytes, *self.keys.steps]))
+            DROPS.dropped(self.keys.dead(queue), dropped, self.max_dead_letters)
             total += moved
             if moved < BATCH:
                 return total
@@ -393,6 +446,10 @@ class CeleryRedisBroker(CeleryBroker):
             return direct
         return sorted({b[2] for b in bindings if len(b) == 3 and _topic_match(b[0], routing_key)})
 
+    def ping(self) -> None:
+        """One PING (credentials and TLS are checked on connecting)."""
+        self.client.ping()
+
     def close(self) -> None:
         """Put what this broker still holds back at the front of its queues (kombu's
         shutdown restore) and give back anything staged."""
@@ -406,6 +463,7 @@ class CeleryRedisBroker(CeleryBroker):
                       self.keys.lease(queue, self.worker_id), self.keys.stagers(queue),
                       self.keys.lists(queue)[0]], args=[self.worker_id, "1"])
         self._queues.clear()
+        self.lane.close()
         self.client.close()
 
     # ------------------------------------------------------------ inspection, dead letters
@@ -448,6 +506,10 @@ class CeleryRedisBroker(CeleryBroker):
                                     str(routing_key)))
         return out
 
+    def dead_count(self, queue: str) -> int:
+        """Dead letters parked for ``queue``."""
+        return int(self.client.llen(self.keys.dead(queue)))
+
     def delayed_count(self, queue: str) -> int:
         """Envelopes waiting in ``queue``'s delayed ZSET."""
         return int(self.client.zcard(self.keys.delayed(queue)))
@@ -459,6 +521,13 @@ class CeleryRedisBroker(CeleryBroker):
 
     def replay_dead(self, queue: str, count: int = 0) -> int:
         """Move up to ``count`` (0: all) dead letters back to the back of ``queue``, raw."""
+        return self._take_dead(queue, count, drop=False)
+
+    def delete_dead(self, queue: str, count: int = 0) -> int:
+        """Delete the oldest ``count`` (0: all) dead letters of ``queue`` (and kept bodies)."""
+        return self._take_dead(queue, count, drop=True)
+
+    def _take_dead(self, queue: str, count: int, *, drop: bool) -> int:
         dead = self.keys.dead(queue)
         total = 0
         if count <= 0:  # what is parked now: a live worker may park a replayed one again
@@ -470,8 +539,9 @@ class CeleryRedisBroker(CeleryBroker):
                 break
             args: list[bytes | str] = []
             for entry in entries:
-                body = envelope_body(entry)
-                args += [entry, body, self.keys.list_for(queue, _priority_of(body))]
+                body, ref = envelope_parts(entry)
+                target = "" if drop else self.keys.list_for(queue, _priority_of(body))
+                args += [entry, body, target, ref]
             moved = int(self.scripts.replay(keys=[dead], args=args))
             total += moved
             if moved == 0:

@@ -13,7 +13,11 @@ kombu's keys (reference celery-wire.md §3.2), each behind ``global_keyprefix``:
 Ours, under ``bridge:celery:`` (Celery never reads them):
 
 * ``dead:<queue>``: LIST of dead-letter entries, the machinery broker's format
-  (``{"queue", "reason", "time", "body" | "body_b64"}``).
+  (``{"queue", "reason", "time", "body" | "body_b64" | "body_ref"}``), capped; a large body
+  parked aside in ``deadbody:<queue>:<n>`` (``n`` from ``deadseq:<queue>``); see
+  :mod:`bridge.brokers.redis_dead`.
+* ``stage:<queue>:<worker>``: a one-item list where a script sizes a message before it
+  reads it (empty between calls).
 * ``delayed:<queue>``: ZSET of envelopes requeued with a delay, scored by the due time.
 * ``staging:<queue>:<worker>``: LIST a blocked fetch BLMOVEs into (one item at a time);
   ``lease:<queue>:<worker>``: a string with a TTL while the worker may have items staged;
@@ -28,19 +32,44 @@ from dataclasses import dataclass
 
 from redis.commands.core import Script
 
-from bridge.brokers.redis_layout import _LUA_HELPERS
+from bridge.brokers.redis_dead import LUA_DEAD, LUA_DECODE_MAX
+from bridge.brokers.redis_scripts import LUA_HELPERS
 from bridge.redisconn import RedisClient
 
 SEP = "\x06\x16"
 PRIORITY_STEPS = (0, 3, 6, 9)
 OURS = "bridge:celery:"
 
-_CHECK = _LUA_HELPERS + """
+_CHECK = LUA_HELPERS + LUA_DEAD + f"""
+local DECODE_MAX = {LUA_DECODE_MAX}
+
+-- A large envelope's delivery tag, exchange and routing key, read from its last bytes
+-- (kombu writes ``properties`` last) without decoding it; nil when they are not there.
+local function tail_fields(item)
+  local tail = string.sub(item, -4096)
+  local tag = string.match(tail, '"delivery_tag"%s*:%s*"([^"\\\\]+)"%s*[,}}]')
+  if not tag then return nil end
+  local ex = string.match(tail, '"exchange"%s*:%s*"([^"\\\\]*)"') or ''
+  local rk = string.match(tail, '"routing_key"%s*:%s*"([^"\\\\]*)"')
+  return tag, ex, rk
+end
+""" + """
 -- nil and a reason when ``item`` cannot be recorded in kombu's unacked hash, else its
--- delivery tag, exchange and routing key (``queue`` when the envelope names none).
+-- delivery tag, exchange and routing key (``queue`` when the envelope names none). Only
+-- envelopes up to DECODE_MAX bytes are decoded here; a larger one is read from its tail
+-- (and decoded in Python, which parks it if it is not an envelope after all).
 local function check(item, max_size, unacked, queue)
   if #item > max_size then
-    return nil, 'envelope of ' .. #item .. ' bytes exceeds max_message_bytes=' .. max_size
+    return nil, too_big(#item, max_size)
+  end
+  if #item > DECODE_MAX then
+    local tag, ex, rk = tail_fields(item)
+    if tag and is_utf8(tag) then
+      if redis.call('HEXISTS', unacked, tag) == 1 then
+        return nil, 'duplicate delivery_tag ' .. tag .. ': a message with this tag is unacked'
+      end
+      return tag, ex, rk or queue
+    end
   end
   local ok, env = pcall(cjson.decode, item)
   if not ok then return nil, 'not a kombu envelope: not JSON (' .. tostring(env) .. ')' end
@@ -68,48 +97,68 @@ end
 """
 
 TAKE = _CHECK + """
--- Reliable batch fetch. KEYS: unacked, unacked_index, dead list, staging list, then the
--- queue's priority lists in consumption order. ARGV: count, now, max_size, queue, time,
--- then delivery tags to ack first.
+-- Reliable batch fetch. KEYS: unacked, unacked_index, dead list, staging list (what blocked
+-- waits moved), stage (a one-item list, empty between calls), the large parked bodies'
+-- counter, then the queue's priority lists in consumption order. ARGV: count, now,
+-- max_size, queue, time, gate (see redis_dead; 0: read messages before sizing them),
+-- dead-list cap, large bodies' prefix, then delivery tags to ack first.
 -- Acks (HDEL + ZREM), then takes what is staged plus up to ``count`` items from the right of
--- the lists in order, records each in unacked / unacked_index as kombu's QoS.append does,
--- and parks what cannot be recorded in the dead list. Returns {items, tags, reasons}.
-local unacked, index, dead, staging = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+-- the lists in order, each sized before it is read, records each in unacked /
+-- unacked_index as kombu's QoS.append does, and parks what cannot be recorded (an oversized
+-- one unread). Returns {items, tags, reasons, entries the cap dropped}.
+local unacked, index, staging, stage = KEYS[1], KEYS[2], KEYS[4], KEYS[5]
 local count, now, max_size = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
-local queue, time = ARGV[4], ARGV[5]
-for i = 6, #ARGV do
+local queue, time, gate = ARGV[4], ARGV[5], tonumber(ARGV[6])
+local d = {dead = KEYS[3], seq = KEYS[6], prefix = ARGV[8], cap = tonumber(ARGV[7])}
+for i = 9, #ARGV do
   redis.call('HDEL', unacked, ARGV[i])
   redis.call('ZREM', index, ARGV[i])
 end
-local raw = {}
-while true do
-  local item = redis.call('RPOP', staging)
-  if not item then break end
-  raw[#raw + 1] = item
+local items, tags, reasons, dropped = {}, {}, {}, 0
+local function park(reason, item, one, size)
+  dropped = dropped + park_item(d, queue, reason, time, item, one, size)
+  reasons[#reasons + 1] = reason
 end
-for k = 5, #KEYS do
-  local want = count - #raw
-  if want < 1 then break end
-  local got = redis.call('RPOP', KEYS[k], want)
-  if got then
-    for _, item in ipairs(got) do raw[#raw + 1] = item end
-  end
-end
-local items, tags, reasons = {}, {}, {}
-for _, item in ipairs(raw) do
+local read = 0  -- bytes read so far (READ_BUDGET: return before reading much more)
+local function record(item)
+  read = read + #item
   local tag, ex, rk = check(item, max_size, unacked, queue)  -- on failure ex is the reason
-  if tag then
-    redis.call('ZADD', index, now, tag)
-    redis.call('HSET', unacked, tag,
-               '[' .. item .. ', ' .. cjson.encode(ex) .. ', ' .. cjson.encode(rk) .. ']')
-    items[#items + 1] = item
-    tags[#tags + 1] = tag
-  else
-    redis.call('RPUSH', dead, envelope(queue, ex, time, item))
-    reasons[#reasons + 1] = ex
+  if not tag then return park(ex, item, nil, #item) end
+  redis.call('ZADD', index, now, tag)
+  redis.call('HSET', unacked, tag,
+             '[' .. item .. ', ' .. cjson.encode(ex) .. ', ' .. cjson.encode(rk) .. ']')
+  items[#items + 1] = item
+  tags[#tags + 1] = tag
+end
+local function from_stage(one)  -- a one-item list: sized, then read, or parked unread
+  if gate > 0 then
+    local bytes = held_bytes(one)
+    if bytes > gate then return park(too_big(bytes, max_size, true), nil, one, bytes) end
+  end
+  local item = redis.call('LPOP', one)
+  if item then record(item) end
+end
+local function take_from(list, want)  -- up to ``want`` from the right (consuming) end
+  if gate == 0 or small_window(list, want, true, stage, READ_BUDGET) then
+    local got = redis.call('RPOP', list, want)  -- small together (or no gate): at once
+    for _, item in ipairs(got or {}) do record(item) end
+    return
+  end
+  for _ = 1, want do  -- each one sized before it is read (alone in its list: in place)
+    if read >= READ_BUDGET then return end
+    if redis.call('LLEN', list) == 1 then return from_stage(list) end
+    if not next_into(list, true, stage) then return end
+    from_stage(stage)
   end
 end
-return {items, tags, reasons}
+local staged = redis.call('LLEN', staging)
+if staged > 0 then take_from(staging, staged) end
+for k = 7, #KEYS do
+  local want = count - #items
+  if want < 1 or read >= READ_BUDGET then break end
+  take_from(KEYS[k], want)
+end
+return {items, tags, reasons, dropped}
 """
 
 MOVE_UNACKED = """
@@ -134,32 +183,48 @@ end
 return 1
 """
 
-MOVE_DUE = _LUA_HELPERS + """
+MOVE_DUE = LUA_HELPERS + LUA_DEAD + """
 -- Move due envelopes (score <= ARGV[1], at most ARGV[2]) from the delayed ZSET KEYS[1] to the
--- back (LPUSH) of their priority list. KEYS[3..] are the queue's lists for the priority steps
--- ARGV[5..] (same order); unreadable members go to the dead list KEYS[2] (ARGV[3] = queue,
--- ARGV[4] = time). Returns the number moved.
+-- back (LPUSH) of their priority list. KEYS[4..] are the queue's lists for the priority steps
+-- ARGV[8..] (same order); unreadable members (larger than ARGV[7] bytes: never decoded) are
+-- parked in the dead list KEYS[2] (ARGV[3] = queue, ARGV[4] = time, KEYS[3] and ARGV[5]: the
+-- large bodies' counter and prefix, ARGV[6]: the cap). Returns {moved, dropped by the cap}.
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-local moved = 0
+local d = {dead = KEYS[2], seq = KEYS[3], prefix = ARGV[5], cap = tonumber(ARGV[6])}
+local moved, dropped = 0, 0
 for _, member in ipairs(due) do
   if redis.call('ZREM', KEYS[1], member) == 1 then
-    local ok, env = pcall(cjson.decode, member)
+    local ok, env = false, nil
+    if #member <= tonumber(ARGV[7]) then ok, env = pcall(cjson.decode, member) end
     if ok and type(env) == 'table' and type(env.properties) == 'table' then
       local p = tonumber(env.properties.priority) or 0
       p = math.max(0, math.min(9, math.floor(p)))
-      local target = KEYS[3]
-      for i = 5, #ARGV do
-        if tonumber(ARGV[i]) <= p then target = KEYS[i - 2] end
+      local target = KEYS[4]
+      for i = 8, #ARGV do
+        if tonumber(ARGV[i]) <= p then target = KEYS[i - 4] end
       end
       redis.call('LPUSH', target, member)
       moved = moved + 1
     else
-      redis.call('RPUSH', KEYS[2], envelope(ARGV[3], 'undecodable delayed envelope', ARGV[4],
-                                             member))
+      dropped = dropped + park_item(d, ARGV[3], 'undecodable delayed envelope', ARGV[4],
+                                    member, nil, #member)
     end
   end
 end
-return moved
+return {moved, dropped}
+"""
+
+PARK_UNACKED = LUA_HELPERS + LUA_DEAD + """
+-- Take delivery ARGV[1] out of kombu's unacked hash KEYS[1] and index KEYS[2] and park its
+-- message ARGV[2] with reason ARGV[3] (time ARGV[4]) in the dead list KEYS[3] (KEYS[4] and
+-- ARGV[6]: the large bodies' counter and prefix; ARGV[5]: the cap; ARGV[7]: the queue).
+-- -1, parking nothing, when the delivery is no longer unacked; else how many old entries
+-- the cap dropped.
+if not redis.call('HGET', KEYS[1], ARGV[1]) then return -1 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+local d = {dead = KEYS[3], seq = KEYS[4], prefix = ARGV[6], cap = tonumber(ARGV[5])}
+return park_item(d, ARGV[7], ARGV[3], ARGV[4], ARGV[2], nil, #ARGV[2])
 """
 
 RECOVER_STAGED = """
@@ -175,13 +240,20 @@ return n
 """
 
 REPLAY = """
--- For each (entry, body, list key) triple in ARGV: if the head of the dead list KEYS[1] is
--- still that entry, pop it and LPUSH the body onto the list (the back of the queue). Stops at
--- the first mismatch (replayed meanwhile). Returns the count.
+-- For each (entry, body, list key, body_ref) quadruple in ARGV: if the head of the dead list
+-- KEYS[1] is still that entry, pop it and LPUSH the body (or what the one-item list
+-- body_ref keeps, which then goes) onto the list (the back of the queue). Stops at the first
+-- mismatch (replayed meanwhile). An empty list key drops the entry instead (delete).
+-- Returns the count.
 local n = 0
-for i = 1, #ARGV, 3 do
+for i = 1, #ARGV, 4 do
   if redis.call('LINDEX', KEYS[1], 0) ~= ARGV[i] then break end
-  redis.call('LPUSH', ARGV[i + 2], ARGV[i + 1])
+  local body, ref = ARGV[i + 1], ARGV[i + 3]
+  if ref ~= '' then
+    body = redis.call('LINDEX', ref, 0)
+    redis.call('DEL', ref)
+  end
+  if body and ARGV[i + 2] ~= '' then redis.call('LPUSH', ARGV[i + 2], body) end
   redis.call('LPOP', KEYS[1])
   n = n + 1
 end
@@ -198,6 +270,7 @@ class Scripts:
         self.move_due: Script = client.register_script(MOVE_DUE)
         self.recover_staged: Script = client.register_script(RECOVER_STAGED)
         self.replay: Script = client.register_script(REPLAY)
+        self.park_unacked: Script = client.register_script(PARK_UNACKED)
 
 
 def bucket(priority: object, steps: tuple[int, ...] = PRIORITY_STEPS) -> int:
@@ -248,6 +321,18 @@ class CeleryKeys:
     def dead(self, queue: str) -> str:
         """Dead-letter list of ``queue``."""
         return f"{self.prefix}{OURS}dead:{queue}"
+
+    def dead_seq(self, queue: str) -> str:
+        """The counter naming the large bodies parked aside for ``queue``."""
+        return f"{self.prefix}{OURS}deadseq:{queue}"
+
+    def dead_body_prefix(self, queue: str) -> str:
+        """Where a large parked body of ``queue`` goes: this prefix and a number."""
+        return f"{self.prefix}{OURS}deadbody:{queue}:"
+
+    def stage(self, queue: str, worker: str) -> str:
+        """The one-item list where ``worker``'s scripts size a message before reading it."""
+        return f"{self.prefix}{OURS}stage:{queue}:{worker}"
 
     def delayed(self, queue: str) -> str:
         """Delayed-requeue ZSET of ``queue``."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -33,7 +34,8 @@ from kombu.connection import Connection
 from kombu.transport import virtual
 
 from bridge.brokers.base import Broker, Delivery
-from bridge.brokers.redis_layout import RedisLayout, default_worker_id
+from bridge.brokers.redis_keys import default_worker_id
+from bridge.brokers.redis_layout import RedisLayout
 from bridge.config import Config, RedisConfig, redact_url
 from bridge.protocol.gotime import unix_nano
 from bridge.protocol.machinery import Signature
@@ -79,7 +81,8 @@ class Channel(virtual.Channel):
     """A kombu channel over machinery's Redis layout.
 
     ``transport_options``: ``machinery_url`` (else the connection's hostname), ``redis_config``
-    (a :class:`RedisConfig`), ``default_queue``, ``worker_id``, ``heartbeat_ttl`` (seconds).
+    (a :class:`RedisConfig`), ``default_queue``, ``worker_id``, ``heartbeat_ttl`` (seconds),
+    ``max_message_bytes`` (larger messages are parked unread), ``max_dead_letters`` (the cap).
     Unacked messages of a consumer that stops draining for longer than ``heartbeat_ttl`` are
     given back to the queue by other consumers; on close they go back at once.
     """
@@ -102,9 +105,11 @@ class Channel(virtual.Channel):
             default_queue=options.get("default_queue", "machinery_tasks"),
             delayed_key=config.delayed_tasks_key,
             worker_id=worker_id,
-            heartbeat_ttl=float(options.get("heartbeat_ttl", 30.0)),
+            heartbeat_ttl=float(options.get("heartbeat_ttl", 10.0)),
             delayed_poll=(poll if poll > 0 else 500) / 1000,
             max_block=max(config.read_timeout - 1, 0.5) if config.read_timeout else None,
+            max_message_bytes=int(options.get("max_message_bytes", DEFAULT_MAX_MESSAGE_BYTES)),
+            max_dead_letters=options.get("max_dead_letters"),
         )
         self._tags = itertools.count(1)
         self._no_ack: set[str] = set()
@@ -273,8 +278,9 @@ class RedisBroker(Broker):
     """
 
     def __init__(self, url: str, config: Config | None = None, *, worker_id: str | None = None,
-                 heartbeat_ttl: float = 30.0,
-                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
+                 heartbeat_ttl: float = 10.0,
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+                 max_dead_letters: int | None = None) -> None:
         self.config = config or Config(broker=url)
         self.url = url
         self.default_queue = self.config.default_queue
@@ -286,6 +292,8 @@ class RedisBroker(Broker):
             "default_queue": self.default_queue,
             "worker_id": worker_id,
             "heartbeat_ttl": heartbeat_ttl,
+            "max_message_bytes": max_message_bytes,
+            "max_dead_letters": max_dead_letters,  # None: $BRIDGE_MAX_DEAD_LETTERS or 100,000
             "max_retries": 0,  # redisconn decides what to retry; a bad password fails at once
         })
         try:
@@ -296,6 +304,14 @@ class RedisBroker(Broker):
             raise
         self.layout = self.channel.layout
         self.worker_id = self.layout.worker_id
+
+    def ping(self) -> None:
+        """One PING (credentials and TLS are checked on connecting)."""
+        self.layout.client.ping()
+
+    def recover_after(self, seconds: float) -> None:
+        """Heartbeat TTL: a worker silent this long is dead; its messages go back."""
+        self.layout.heartbeat_ttl = max(seconds, 0.5)
 
     @classmethod
     def from_config(cls, config: Config) -> RedisBroker:
@@ -349,7 +365,12 @@ class RedisBroker(Broker):
         same = [d.body for d in ack if self._held_in(d) == processing]
         if len(same) < len(ack):
             self.ack([d for d in ack if self._held_in(d) != processing])
-        bodies = self.layout.take(queue, max_count, timeout, same)
+        return self._deliveries(queue, processing,
+                                self.layout.take(queue, max_count, timeout, same))
+
+    def _deliveries(self, queue: str, processing: str, bodies: Sequence[bytes]
+                    ) -> list[Delivery]:
+        """Deliveries of taken ``bodies``; oversized ones are dead-lettered instead."""
         deliveries = []
         for body in bodies:
             if len(body) > self.max_message_bytes:
@@ -380,6 +401,19 @@ class RedisBroker(Broker):
     def _park(self, processing: str, queue: str, body: bytes, reason: str) -> None:
         log.warning("dead-lettering a message of %s: %s", queue, reason)
         self.layout.park(processing, queue, body, reason)
+
+    def unknown_held(self, queue: str, known: Sequence[Delivery]) -> list[Delivery]:
+        """What this worker's processing list of ``queue`` holds beyond ``known`` (a take
+        whose reply an outage lost)."""
+        processing = self.layout.processing_key(queue)
+        left = Counter(d.body for d in known if self._held_in(d) == processing)
+        unknown = []
+        for body in cast("list[bytes]", self.layout.client.lrange(processing, 0, -1)):
+            if left[body]:
+                left[body] -= 1
+            else:
+                unknown.append(body)
+        return self._deliveries(queue, processing, unknown)
 
     def _held_in(self, delivery: Delivery) -> str:
         if isinstance(delivery.tag, str):
@@ -418,14 +452,27 @@ class RedisBroker(Broker):
         """Messages held per worker of ``queue``."""
         return self.layout.processing(queue)
 
+    def worker_health(self, queue: str) -> dict[str, tuple[int, bool]]:
+        """Per worker of ``queue``: messages held, and whether it is alive."""
+        return self.layout.worker_health(queue)
+
     def peek(self, queue: str, count: int) -> list[bytes]:
         """The first ``count`` waiting messages, left in place."""
         return self.layout.peek(queue, count)
 
     def dead_letters(self, queue: str, start: int = 0, stop: int = -1) -> list[dict[str, Any]]:
-        """Dead-letter entries ``{"queue", "reason", "time", "body" | "body_b64"}``."""
+        """Dead-letter entries ``{"queue", "reason", "time", "body" | "body_b64" |
+        "body_ref"}`` (LRANGE semantics: page them)."""
         return self.layout.dead_letters(queue, start, stop)
+
+    def dead_count(self, queue: str) -> int:
+        """Dead letters parked for ``queue``."""
+        return self.layout.dead_count(queue)
 
     def replay_dead(self, queue: str, count: int = 0) -> int:
         """Move ``count`` (0: all) dead letters back to ``queue``, raw bytes restored."""
         return self.layout.replay_dead(queue, count)
+
+    def delete_dead(self, queue: str, count: int = 0) -> int:
+        """Delete the oldest ``count`` (0: all) dead letters of ``queue``."""
+        return self.layout.delete_dead(queue, count)

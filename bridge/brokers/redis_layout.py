@@ -1,4 +1,4 @@
-"""machinery's Redis layout plus our reliable-fetch bookkeeping: keys, Lua scripts, operations.
+"""machinery's Redis layout plus our reliable-fetch bookkeeping: the broker's operations.
 
 machinery's own keys, byte-compatible with Go producers and workers on the same Redis:
 
@@ -16,441 +16,48 @@ the queue's own slot:
 * ``bridge:heartbeat:<tq>:<worker>``: a string with a TTL, refreshed while the worker lives.
 * ``bridge:workers:<tq>``: SET of the worker ids that may hold messages of the queue.
 * ``bridge:dead:<tq>``: LIST of dead-letter envelopes, JSON ``{"queue", "reason", "time",
-  "body" | "body_b64"}``. Undecodable delayed tasks go to ``bridge:dead:<tagged delayed key>``.
+  "body" | "body_b64" | "body_ref"}``. Undecodable delayed tasks go to
+  ``bridge:dead:<tagged delayed key>``. A large parked body is kept aside in
+  ``bridge:deadbody:<tq>:<n>`` (``n`` from ``bridge:deadseq:<tq>``); the dead list is capped
+  (see :mod:`bridge.brokers.redis_dead`).
+* ``bridge:wait:<tq>:<worker>``: what a blocked fetch moved (one message, unread: its reply
+  is skipped), taken by the next script call; ``bridge:stage:<tq>:<worker>``: a one-item
+  list where a script sizes a message before reading it (empty between calls).
 
 Needs Redis >= 6.2 (BLMOVE) for consuming; publishing works with any version.
 
-Every script below touches only keys of one slot, except MOVE_DUE (the delayed ZSET and the
-target queues) and a delayed requeue (processing list and ZSET); on Cluster those two fall back
-to a pop-then-push from the client (see :class:`RedisLayout`).
+The Lua scripts are in :mod:`bridge.brokers.redis_scripts`, the key names in
+:mod:`bridge.brokers.redis_keys`, the dead-letter envelope in :mod:`bridge.brokers.dead_letters`.
+Every script touches only keys of one slot, except MOVE_DUE (the delayed ZSET and the target
+queues) and a delayed requeue (processing list and ZSET); on Cluster those two fall back to a
+pop-then-push from the client (see :class:`RedisLayout`).
 """
 
 from __future__ import annotations
 
-import base64
-import functools
-import itertools
-import json
 import logging
-import os
-import secrets
-import socket
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, cast
 
 import redis.cluster
-from redis.commands.core import Script
-from redis.crc import key_slot
 
-from bridge.protocol.gotime import format_rfc3339
+from bridge.brokers.dead_letters import envelope_parts, now_rfc3339, read_envelope
+from bridge.brokers.redis_dead import DROPS, default_max_dead_letters, gate_bytes
+from bridge.brokers.redis_keys import EPOCH_KEY, QueueKeys, routing_key_of
+from bridge.brokers.redis_scripts import Scripts
+from bridge.errors import clip
 from bridge.redisconn import RedisClient
+from bridge.redislane import Lane, run_script
 
 log = logging.getLogger(__name__)
 
-PREFIX = "bridge:"
 MOVE_BATCH = 500
 """Delayed tasks moved per script call (a call blocks Redis while it runs)."""
 MOVE_ROUNDS = 8
 """Script calls per ``move_due``: at most MOVE_BATCH * MOVE_ROUNDS tasks per call."""
 REPLAY_BATCH = 500
-
-# ------------------------------------------------------------------------------ Lua scripts
-
-TAKE = """
--- Reliable batch fetch: first forget the held messages ARGV[2..] (acks, LREM from the
--- processing list KEYS[2]), then move up to ARGV[1] messages from the head of the queue
--- KEYS[1] to the tail of KEYS[2], in order; return them.
-for i = 2, #ARGV do
-  redis.call('LREM', KEYS[2], 1, ARGV[i])
-end
-local n = tonumber(ARGV[1])
-if n < 1 then return {} end
-local items = redis.call('LRANGE', KEYS[1], 0, n - 1)
-if #items == 0 then return items end
-redis.call('LTRIM', KEYS[1], #items, -1)
-for i = 1, #items, 1000 do
-  redis.call('RPUSH', KEYS[2], unpack(items, i, math.min(i + 999, #items)))
-end
-return items
-"""
-
-ACK = """
--- Forget held messages: LREM each ARGV from the processing list KEYS[1] (a batch in one call).
-local n = 0
-for i = 1, #ARGV do
-  n = n + redis.call('LREM', KEYS[1], 1, ARGV[i])
-end
-return n
-"""
-
-MOVE_OUT = """
--- Take one held message ARGV[1] out of the processing list KEYS[1] and store ARGV[3] (the
--- message again, or its dead-letter envelope) at KEYS[2] by ARGV[2]: 'lpush', 'rpush', or
--- 'zadd' with score ARGV[4]. Returns 0, storing nothing, when the message was not held
--- (already acked, or recovered after a missed heartbeat). A failed store (wrong key type)
--- leaves the message held and returns the error.
-if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
-local res
-if ARGV[2] == 'zadd' then
-  res = redis.pcall('ZADD', KEYS[2], ARGV[4], ARGV[3])
-elseif ARGV[2] == 'lpush' then
-  res = redis.pcall('LPUSH', KEYS[2], ARGV[3])
-else
-  res = redis.pcall('RPUSH', KEYS[2], ARGV[3])
-end
-if type(res) == 'table' and res.err then
-  redis.call('RPUSH', KEYS[1], ARGV[1])
-  return res
-end
-return 1
-"""
-
-RECOVER = """
--- Give back what worker ARGV[1] holds (processing list KEYS[1]) to the head of its queue
--- KEYS[3], keeping the order, when its heartbeat KEYS[2] is gone or ARGV[2] == '1' (forced);
--- then drop the worker from the queue's registry KEYS[4]. Returns the count, -1 if alive.
-if ARGV[2] ~= '1' and redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
-local n = redis.call('LLEN', KEYS[1])
-for _ = 1, n do
-  redis.call('RPOPLPUSH', KEYS[1], KEYS[3])
-end
-redis.call('SREM', KEYS[4], ARGV[1])
-if ARGV[2] == '1' then redis.call('DEL', KEYS[2]) end
-return n
-"""
-
-_LUA_HELPERS = """
-local B64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'
-
-local function b64(s)
-  local out = {}
-  for i = 1, #s, 3 do
-    local a, b, c = s:byte(i, i + 2)
-    local n = a * 65536 + (b or 0) * 256 + (c or 0)
-    local q = {math.floor(n / 262144), math.floor(n / 4096) % 64, math.floor(n / 64) % 64, n % 64}
-    local chunk = ''
-    for j = 1, 4 do chunk = chunk .. B64:sub(q[j] + 1, q[j] + 1) end
-    if not b then
-      chunk = chunk:sub(1, 2) .. '=='
-    elseif not c then
-      chunk = chunk:sub(1, 3) .. '='
-    end
-    out[#out + 1] = chunk
-  end
-  return table.concat(out)
-end
-
-local function is_utf8(s)
-  local i, n = 1, #s
-  while i <= n do
-    local c = s:byte(i)
-    local len, lo, hi = 0, 0x80, 0xBF
-    if c < 0x80 then len = 0
-    elseif c >= 0xC2 and c <= 0xDF then len = 1
-    elseif c >= 0xE0 and c <= 0xEF then
-      len = 2
-      if c == 0xE0 then lo = 0xA0 elseif c == 0xED then hi = 0x9F end
-    elseif c >= 0xF0 and c <= 0xF4 then
-      len = 3
-      if c == 0xF0 then lo = 0x90 elseif c == 0xF4 then hi = 0x8F end
-    else return false end
-    for j = 1, len do
-      local d = s:byte(i + j)
-      if not d or d < lo or d > hi then return false end
-      lo, hi = 0x80, 0xBF
-    end
-    i = i + len + 1
-  end
-  return true
-end
-
--- The dead-letter envelope, as the Python side writes it.
-local function envelope(queue, reason, time, body)
-  local entry = {queue = queue, reason = reason, time = time}
-  if is_utf8(body) then entry.body = body else entry.body_b64 = b64(body) end
-  return cjson.encode(entry)
-end
-
--- The queue a task goes to: its RoutingKey (matched case-insensitively as Go's decoder does),
--- the default queue when empty or null; nil and a reason when it cannot be read.
-local function routing_key(member, default)
-  local ok, msg = pcall(cjson.decode, member)
-  if not ok or type(msg) ~= 'table' or rawget(msg, 1) ~= nil then
-    return nil, 'undecodable delayed task: not a JSON object'
-  end
-  local rk = msg.RoutingKey
-  if rk == nil then
-    for k, v in pairs(msg) do
-      if type(k) == 'string' and k:lower() == 'routingkey' then rk = v end
-    end
-  end
-  if rk == nil or rk == cjson.null or rk == '' then return default end
-  if type(rk) ~= 'string' then
-    return nil, 'undecodable delayed task: RoutingKey is not a string'
-  end
-  return rk
-end
-"""
-
-MOVE_DUE = _LUA_HELPERS + """
--- Move due tasks (score <= ARGV[1]) of the delayed ZSET KEYS[1] to the tail of their queue,
--- at most ARGV[2], earliest first. The ZREM result decides who moves a task, so Go workers
--- popping the same ZSET (WATCH, ZRANGEBYSCORE, MULTI ZREM EXEC) never move it twice.
--- Unreadable or unpushable members go to the dead list KEYS[2] (ARGV[4] = time).
--- Returns {moved, dead}.
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-local moved, dead = 0, 0
-for _, member in ipairs(due) do
-  if redis.call('ZREM', KEYS[1], member) == 1 then
-    local queue, reason = routing_key(member, ARGV[3])
-    if queue then
-      local res = redis.pcall('RPUSH', queue, member)
-      if type(res) == 'table' and res.err then
-        queue, reason = nil, 'cannot push to ' .. queue .. ': ' .. res.err
-      end
-    end
-    if queue then
-      moved = moved + 1
-    else
-      redis.call('RPUSH', KEYS[2], envelope(KEYS[1], reason, ARGV[4], member))
-      dead = dead + 1
-    end
-  end
-end
-return {moved, dead}
-"""
-
-POP_DUE = """
--- Cluster variant of MOVE_DUE's first half: remove and return up to ARGV[2] due members.
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-if #due > 0 then redis.call('ZREM', KEYS[1], unpack(due)) end
-return due
-"""
-
-REPLAY = """
--- For each (envelope, body) pair in ARGV[3..]: if the head of the dead list KEYS[1] is still
--- that envelope, pop it and store the raw body at KEYS[2] (RPUSH, or ZADD with score ARGV[2]
--- when ARGV[1] == 'zadd'). Stops at the first mismatch (replayed meanwhile). Returns the count.
-local n = 0
-for i = 3, #ARGV, 2 do
-  if redis.call('LINDEX', KEYS[1], 0) ~= ARGV[i] then break end
-  if ARGV[1] == 'zadd' then
-    redis.call('ZADD', KEYS[2], ARGV[2], ARGV[i + 1])
-  else
-    redis.call('RPUSH', KEYS[2], ARGV[i + 1])
-  end
-  redis.call('LPOP', KEYS[1])
-  n = n + 1
-end
-return n
-"""
-
-
-class Lane:
-    """One pooled connection kept for a hot path, driven without redis-py's per-command
-    machinery (pool checkout and its readiness poll, metrics, locks): ~50 µs less client CPU
-    per round trip.
-
-    The bytes on the wire are the ones a client or a pipeline sends for the same commands,
-    the retry policy is the connection's own (``redisconn``'s), and replies are read as a
-    non-transactional pipeline reads them. One caller at a time: :meth:`run` returns None
-    when the lane is busy (another thread) or unavailable (Cluster), and the caller uses
-    its client as usual.
-    """
-
-    def __init__(self, client: RedisClient) -> None:
-        self._pool: redis.ConnectionPool | None = (
-            client.connection_pool if isinstance(client, redis.Redis) else None)
-        self._conn: Any = None
-        self._lock = threading.Lock()
-
-    def run(self, commands: Sequence[Sequence[Any]]) -> list[Any] | None:
-        """Every command's reply (a ResponseError in place of a failed command's), in one
-        round trip; None when the caller must use its client instead."""
-        if self._pool is None or not self._lock.acquire(blocking=False):
-            return None
-        try:
-            conn = self._conn
-            if conn is None:
-                conn = self._conn = self._pool.get_connection()
-            return cast("list[Any]", conn.retry.call_with_retry(
-                lambda: self._round_trip(conn, commands), lambda _error: conn.disconnect()))
-        finally:
-            self._lock.release()
-
-    @staticmethod
-    def _round_trip(conn: Any, commands: Sequence[Sequence[Any]]) -> list[Any]:
-        conn.send_packed_command(conn.pack_commands(commands))
-        replies: list[Any] = []
-        for _ in commands:
-            try:
-                replies.append(conn.read_response())
-            except redis.ResponseError as exc:
-                replies.append(exc)
-        return replies
-
-    def close(self) -> None:
-        """Give the connection back to the pool."""
-        with self._lock:
-            conn, self._conn = self._conn, None
-            if conn is not None and self._pool is not None:
-                self._pool.release(conn)
-
-
-def run_script(lane: Lane, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
-    """``script(keys, args)``, through ``lane`` when it is free; a script Redis does not know
-    yet (NOSCRIPT: nothing ran) goes the client's way, which loads it."""
-    replies = lane.run([("EVALSHA", script.sha, len(keys), *keys, *args)])
-    if replies is not None:
-        reply = replies[0]
-        if not isinstance(reply, redis.ResponseError):
-            return reply
-        if not isinstance(reply, redis.exceptions.NoScriptError):
-            raise reply
-    return script(keys=keys, args=args)
-
-
-class Scripts:
-    """The scripts registered once on a client (EVALSHA, loaded again after NOSCRIPT)."""
-
-    def __init__(self, client: RedisClient) -> None:
-        self.take: Script = client.register_script(TAKE)
-        self.ack: Script = client.register_script(ACK)
-        self.move_out: Script = client.register_script(MOVE_OUT)
-        self.recover: Script = client.register_script(RECOVER)
-        self.move_due: Script = client.register_script(MOVE_DUE)
-        self.pop_due: Script = client.register_script(POP_DUE)
-        self.replay: Script = client.register_script(REPLAY)
-
-
-# ------------------------------------------------------------------------------ keys
-
-
-def slot_tagged(name: str) -> str:
-    """A key prefix in the same Cluster slot as the key ``name``.
-
-    ``name`` itself when it has a hash tag; else ``{name}``; a name with a ``}`` but no valid
-    tag (``a}b``) cannot be wrapped, so it gets a short tag of its slot in front.
-    """
-    start = name.find("{")
-    if start != -1 and name.find("}", start + 1) > start + 1:
-        return name
-    if "}" not in name:
-        return "{" + name + "}"
-    return "{" + _tag_for_slot(key_slot(name.encode())) + "}" + name
-
-
-@functools.lru_cache(maxsize=1024)
-def _tag_for_slot(slot: int) -> str:
-    """A short string that hashes to ``slot`` (a hash tag pinning keys to that slot)."""
-    for number in itertools.count():
-        tag = f"s{number}"
-        if key_slot(tag.encode()) == slot:
-            return tag
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-@dataclass(frozen=True, slots=True)
-class QueueKeys:
-    """Our bookkeeping keys for one queue (all in the queue's slot)."""
-
-    queue: str
-    tagged: str
-
-    @classmethod
-    def of(cls, queue: str) -> QueueKeys:
-        """The keys of ``queue``."""
-        return cls(queue, slot_tagged(queue))
-
-    def processing(self, worker_id: str) -> str:
-        """The LIST of messages ``worker_id`` holds."""
-        return f"{PREFIX}processing:{self.tagged}:{worker_id}"
-
-    def heartbeat(self, worker_id: str) -> str:
-        """The heartbeat key of ``worker_id`` for this queue."""
-        return f"{PREFIX}heartbeat:{self.tagged}:{worker_id}"
-
-    @property
-    def workers(self) -> str:
-        """The SET of workers that may hold messages of this queue."""
-        return f"{PREFIX}workers:{self.tagged}"
-
-    @property
-    def dead(self) -> str:
-        """The dead-letter LIST of this queue."""
-        return f"{PREFIX}dead:{self.tagged}"
-
-
-def default_worker_id() -> str:
-    """``host:pid:random``, unique among live workers."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-
-
-# ------------------------------------------------------------------------------ envelopes
-
-
-def now_rfc3339() -> str:
-    """The current UTC time as Go writes it."""
-    return format_rfc3339(datetime.now(UTC))
-
-
-def make_envelope(queue: str, reason: str, body: bytes) -> bytes:
-    """A dead-letter entry: JSON with the raw body as text, or base64 when not UTF-8."""
-    entry = {"queue": queue, "reason": reason, "time": now_rfc3339()}
-    try:
-        entry["body"] = body.decode("utf-8")
-    except UnicodeDecodeError:
-        entry["body_b64"] = base64.b64encode(body).decode("ascii")
-    return json.dumps(entry, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-
-
-def _parse_envelope(raw: bytes) -> dict[str, Any] | None:
-    try:
-        entry = json.loads(raw)
-    except ValueError:
-        return None
-    return entry if isinstance(entry, dict) else None
-
-
-def read_envelope(raw: bytes) -> dict[str, Any]:
-    """A dead-letter entry as a dict; an unreadable one keeps its raw text under ``body``."""
-    entry = _parse_envelope(raw)
-    if entry is None:
-        return {"reason": "unreadable dead-letter entry", "body": raw.decode("utf-8", "replace")}
-    return entry
-
-
-def envelope_body(raw: bytes) -> bytes:
-    """The raw message bytes a dead-letter entry carries, byte for byte."""
-    entry = _parse_envelope(raw)
-    if entry is None:
-        return raw
-    if isinstance(entry.get("body_b64"), str):
-        return base64.b64decode(entry["body_b64"])
-    if isinstance(entry.get("body"), str):
-        return cast(str, entry["body"]).encode("utf-8")
-    return raw
-
-
-def routing_key_of(member: bytes, default: str) -> str | None:
-    """Python twin of the Lua ``routing_key``: the target queue, None if unreadable."""
-    try:
-        msg = json.loads(member)
-    except ValueError:
-        return None
-    if not isinstance(msg, dict):
-        return None
-    rk = msg.get("RoutingKey")
-    if rk is None:
-        rk = next((v for k, v in msg.items() if k.lower() == "routingkey"), None)
-    if rk is None or rk == "":
-        return default
-    return rk if isinstance(rk, str) else None
-
 
 # ------------------------------------------------------------------------------ operations
 
@@ -467,8 +74,13 @@ class RedisLayout:
 
     def __init__(self, client: RedisClient, *, default_queue: str, delayed_key: str,
                  worker_id: str, heartbeat_ttl: float, delayed_poll: float,
-                 max_block: float | None) -> None:
+                 max_block: float | None, max_message_bytes: int = 16 * 2**20,
+                 max_dead_letters: int | None = None) -> None:
         self.client = client
+        self.max_message_bytes = max_message_bytes
+        self.gate = gate_bytes(max_message_bytes)  # 0 when the server refuses SORT/MEMORY
+        self.max_dead_letters = (default_max_dead_letters() if max_dead_letters is None
+                                 else max_dead_letters)
         self.scripts = Scripts(client)
         self.lane = Lane(client)
         self.cluster = isinstance(client, redis.cluster.RedisCluster)
@@ -477,6 +89,7 @@ class RedisLayout:
         self.delayed_dead = QueueKeys.of(delayed_key).dead
         self.worker_id = worker_id
         self.heartbeat_ttl = heartbeat_ttl
+        self._beaten = False  # a heartbeat went out: the epoch key exists since
         self.delayed_poll = delayed_poll
         self.max_block = max_block
         self._lock = threading.Lock()
@@ -511,8 +124,10 @@ class RedisLayout:
         """Move up to ``count`` messages to this worker's processing list, waiting for the first.
 
         ``acks`` (bodies held from this queue) are forgotten first, in the same call. One
-        round trip when messages are waiting; else BLMOVE (blocking up to ``timeout``) and
-        one more script call for the rest.
+        round trip when messages are waiting; else a blocked BLMOVE into this worker's wait
+        list, its reply skipped, and the script in the same round trip (no message ever
+        reaches this process before the script has sized it). Oversized messages are
+        parked by the script, unread (see :mod:`bridge.brokers.redis_dead`).
         """
         self.consume(queue)
         processing = self.processing_key(queue)
@@ -520,33 +135,72 @@ class RedisLayout:
             if acks:
                 self.ack((processing, body) for body in acks)
             return []
-        items = self._take_now(queue, processing, count, acks)
+        items = self._take_now(queue, count, acks)
         if items or timeout <= 0:
             return items
-        first = self._block(queue, processing, timeout)
-        if first is None:
-            return []
-        return [first, *self._take_now(queue, processing, count - 1)]
+        return self._wait(queue, count, timeout)
 
-    def _take_now(self, queue: str, processing: str, count: int,
-                  acks: Sequence[bytes] = ()) -> list[bytes]:
-        if count < 1:
-            return []
-        return cast("list[bytes]", run_script(self.lane, self.scripts.take, (queue, processing),
-                                              (count, *acks)))
+    def _take_args(self, queue: str, count: int, acks: Sequence[bytes]
+                   ) -> tuple[list[str], list[Any]]:
+        keys = QueueKeys.of(queue)
+        return ([queue, self.processing_key(queue), keys.dead, keys.stage(self.worker_id),
+                 keys.wait(self.worker_id), keys.dead_seq],
+                [count, self.max_message_bytes, self.gate, now_rfc3339(),
+                 self.max_dead_letters, keys.dead_body_prefix, *acks])
 
-    def _block(self, queue: str, processing: str, timeout: float) -> bytes | None:
-        """BLMOVE in slices shorter than the socket timeout."""
+    def _take_now(self, queue: str, count: int, acks: Sequence[bytes] = ()) -> list[bytes]:
+        keys, args = self._take_args(queue, count, acks)
+        try:
+            reply = run_script(self.lane, self.scripts.take, keys, args)
+        except redis.ResponseError as exc:
+            if not self._ungated(exc):
+                raise
+            keys, args = self._take_args(queue, count, acks)
+            reply = run_script(self.lane, self.scripts.take, keys, args)
+        return self._taken(queue, reply)
+
+    def _ungated(self, exc: redis.ResponseError) -> bool:
+        """A server that refuses SORT or MEMORY to scripts (an ACL): size messages after
+        reading them instead (said once). True when the call may be made again."""
+        text = str(exc).upper()
+        if self.gate and "NOPERM" in text and ("SORT" in text or "MEMORY" in text):
+            log.warning("Redis refuses SORT or MEMORY to our scripts (%s): messages are read "
+                        "before their size is checked", exc)
+            self.gate = 0
+            return True
+        return False
+
+    def _taken(self, queue: str, reply: Any) -> list[bytes]:
+        items, reasons, dropped = reply
+        for reason in reasons:
+            log.warning("parked a message of %s: %s", queue,
+                        reason.decode("utf-8", "replace"))
+        DROPS.dropped(QueueKeys.of(queue).dead, int(dropped), self.max_dead_letters)
+        return cast("list[bytes]", items)
+
+    def _wait(self, queue: str, count: int, timeout: float) -> list[bytes]:
+        """Block up to ``timeout`` for a message, in slices shorter than the socket
+        timeout: BLMOVE into the wait list (reply skipped), then the take script."""
         deadline = time.monotonic() + timeout
+        wait_key = QueueKeys.of(queue).wait(self.worker_id)
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                return None
-            wait = min(left, self.max_block) if self.max_block else left
-            item = self.client.blmove(  # fractional seconds are fine
-                queue, processing, max(wait, 0.01), "LEFT", "RIGHT")  # type: ignore[arg-type]
-            if item is not None:
-                return cast(bytes, item)
+                return []
+            wait = max(min(left, self.max_block) if self.max_block else left, 0.01)
+            keys, args = self._take_args(queue, count, ())
+            replies = self.lane.run_quiet([
+                ("BLMOVE", queue, wait_key, "LEFT", "RIGHT", wait),
+                ("EVALSHA", self.scripts.take.sha, len(keys), *keys, *args)], quiet={0})
+            if replies is None or isinstance(replies[0], redis.ResponseError):
+                if replies is None:  # Cluster: the moved message comes back whole here
+                    self.client.blmove(queue, wait_key, wait,  # type: ignore[arg-type]
+                                       "LEFT", "RIGHT")
+                items = self._take_now(queue, count)  # loads the script, or raises
+            else:
+                items = self._taken(queue, replies[0])
+            if items:
+                return items
 
     def ack(self, held: Iterable[tuple[str, bytes]]) -> None:
         """Forget messages: LREM each ``(processing_key, body)``; one command per list."""
@@ -575,10 +229,20 @@ class RedisLayout:
             return bool(self.client.lrem(processing, 1, body))  # type: ignore[arg-type]
         return self._move_out(processing, self.delayed_key, body, "zadd", body, eta_ns)
 
-    def park(self, processing: str, queue: str, body: bytes, reason: str) -> bool:
-        """Atomically from the processing list to the queue's dead-letter list."""
-        envelope = make_envelope(queue, reason, body)
-        return self._move_out(processing, QueueKeys.of(queue).dead, body, "rpush", envelope)
+    def park(self, processing: str, queue: str, body: bytes, reason: str, *,
+             held: bool = True) -> bool:
+        """Atomically from the processing list (unless not ``held``) to the queue's
+        dead-letter list, whose cap may drop its oldest entries."""
+        keys = QueueKeys.of(queue)
+        dropped = int(self.scripts.park(
+            keys=[processing, keys.dead, keys.dead_seq],
+            args=[body, clip(reason), now_rfc3339(), self.max_dead_letters,
+                  keys.dead_body_prefix, queue, "1" if held else "0"]))
+        if dropped < 0:
+            log.debug("message no longer held in %s (acked or recovered)", processing)
+            return False
+        DROPS.dropped(keys.dead, dropped, self.max_dead_letters)
+        return True
 
     def _move_out(self, processing: str, dest: str, body: bytes, how: str, value: bytes,
                   score: int = 0) -> bool:
@@ -616,7 +280,12 @@ class RedisLayout:
         for keys in queues:
             pipe.sadd(keys.workers, self.worker_id)
             pipe.set(keys.heartbeat(self.worker_id), str(int(time.time())), px=ttl_ms)
-        pipe.execute()
+        pipe.set(EPOCH_KEY, "1", nx=True)  # set once, never expires: gone = data lost
+        recreated = pipe.execute()[-1]
+        if recreated and self._beaten:
+            log.warning("Redis came back empty (its data was lost, or it was flushed): the "
+                        "messages it held are gone; this worker registers again and goes on")
+        self._beaten = True
 
     def recover(self, queue: str) -> int:
         """Return the messages of workers whose heartbeat expired to the head of ``queue``."""
@@ -640,7 +309,8 @@ class RedisLayout:
 
     def _recover_worker(self, keys: QueueKeys, worker: str, *, force: bool) -> int:
         return cast(int, self.scripts.recover(
-            keys=[keys.processing(worker), keys.heartbeat(worker), keys.queue, keys.workers],
+            keys=[keys.processing(worker), keys.heartbeat(worker), keys.queue, keys.workers,
+                  keys.wait(worker)],
             args=[worker, "1" if force else "0"]))
 
     def release(self) -> int:
@@ -651,13 +321,21 @@ class RedisLayout:
 
     def processing(self, queue: str) -> dict[str, int]:
         """Messages held per registered worker of ``queue``."""
+        return {worker: held for worker, (held, _) in self.worker_health(queue).items()}
+
+    def worker_health(self, queue: str) -> dict[str, tuple[int, bool]]:
+        """Per registered worker of ``queue``: messages held, and whether its heartbeat is
+        alive (a gone worker's messages go back to the queue at the next recovery)."""
         keys = QueueKeys.of(queue)
         workers = sorted(m.decode("utf-8", "replace") for m in
                          cast("set[bytes]", self.client.smembers(keys.workers)))
         pipe = self.client.pipeline(transaction=False)
         for worker in workers:
             pipe.llen(keys.processing(worker))
-        return dict(zip(workers, cast("list[int]", pipe.execute()), strict=True))
+            pipe.exists(keys.heartbeat(worker))
+        found = cast("list[int]", pipe.execute())
+        return {worker: (int(found[2 * n]), bool(found[2 * n + 1]))
+                for n, worker in enumerate(workers)}
 
     # -------------------------------------------------------------- delayed tasks
 
@@ -673,11 +351,14 @@ class RedisLayout:
         return total
 
     def _move_script(self, now: int) -> tuple[int, int]:
-        moved, dead = cast("list[int]", self.scripts.move_due(
-            keys=[self.delayed_key, self.delayed_dead],
-            args=[now, MOVE_BATCH, self.default_queue, now_rfc3339()]))
+        keys = QueueKeys.of(self.delayed_key)
+        moved, dead, dropped = cast("list[int]", self.scripts.move_due(
+            keys=[self.delayed_key, self.delayed_dead, keys.dead_seq],
+            args=[now, MOVE_BATCH, self.default_queue, now_rfc3339(), keys.dead_body_prefix,
+                  self.max_dead_letters, self.max_message_bytes]))
         if dead:
             log.warning("parked %d undecodable delayed task(s) in %s", dead, self.delayed_dead)
+        DROPS.dropped(self.delayed_dead, dropped, self.max_dead_letters)
         return moved, moved + dead
 
     def _move_cluster(self, now: int) -> tuple[int, int]:
@@ -688,12 +369,13 @@ class RedisLayout:
         for member in due:
             queue = routing_key_of(member, self.default_queue)
             if queue is None:
-                dead.append(make_envelope(self.delayed_key, "undecodable delayed task", member))
+                dead.append(member)
             else:
                 lists.setdefault(queue, []).append(member)
-        if dead:
-            lists[self.delayed_dead] = dead
         self.push(lists)
+        for member in dead:
+            self.park(self.delayed_dead, self.delayed_key, member, "undecodable delayed task",
+                      held=False)
         return len(due) - len(dead), len(due)
 
     # -------------------------------------------------------------- upkeep
@@ -705,7 +387,7 @@ class RedisLayout:
             self.heartbeat()
         if self._due("move", now, self.delayed_poll):
             self.move_due()
-        if self._due("recover", now, max(self.heartbeat_ttl / 2, 0.2)):
+        if self._due("recover", now, min(max(self.heartbeat_ttl / 4, 0.2), 2.0)):
             for queue in list(self._consumed):
                 self.recover(queue)
 
@@ -727,8 +409,14 @@ class RedisLayout:
 
         The delayed key's dead list goes back into the ZSET, due now.
         """
+        return self._take_dead(queue, count, "zadd" if queue == self.delayed_key else "rpush")
+
+    def delete_dead(self, queue: str, count: int = 0) -> int:
+        """Delete the oldest ``count`` (0: all) dead letters of ``queue`` (and kept bodies)."""
+        return self._take_dead(queue, count, "drop")
+
+    def _take_dead(self, queue: str, count: int, how: str) -> int:
         dead = QueueKeys.of(queue).dead
-        how = "zadd" if queue == self.delayed_key else "rpush"
         total = 0
         if count <= 0:  # what is parked now: a live worker may park a replayed one again
             count = int(self.client.llen(dead))
@@ -739,12 +427,16 @@ class RedisLayout:
                 break
             args: list[bytes | str | int] = [how, time.time_ns()]
             for entry in entries:
-                args += [entry, envelope_body(entry)]
+                args += [entry, *envelope_parts(entry)]
             moved = cast(int, self.scripts.replay(keys=[dead, queue], args=args))
             total += moved
             if moved == 0:
                 break
         return total
+
+    def dead_count(self, queue: str) -> int:
+        """Dead letters parked for ``queue``."""
+        return int(self.client.llen(QueueKeys.of(queue).dead))
 
     def depth(self, queue: str) -> int:
         """Messages waiting in ``queue``."""

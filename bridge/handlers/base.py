@@ -9,6 +9,8 @@ from typing import Any, Protocol
 
 from bridge.app import Bridge
 from bridge.brokers.base import Consumer, Delivery
+from bridge.observe import TaskEvent
+from bridge.outage import Endpoint, is_outage
 from bridge.protocol.machinery import Signature
 from bridge.task import RegisteredTask
 
@@ -26,6 +28,9 @@ class Job:
     """The handler's own view of the message (a Signature, a CeleryTask)."""
     signature: Signature | None = None
     """For the pre/post task hooks (machinery's API), when the handler has one."""
+    task_id: str = ""
+    runtime: float | None = None
+    """Seconds the function ran, set by the worker when it returned or raised."""
 
 
 Outcome = tuple[Job, Any, BaseException | None]
@@ -59,17 +64,87 @@ class Host(Protocol):
     def registered(self, task_id: str) -> None:
         """Forget the back-off of a task that found its function."""
 
+    def observe(self, event: TaskEvent) -> None:
+        """Tell the worker's observers (task log, metrics, events) about a step of a task."""
+
+    def wants(self, kind: str) -> bool:
+        """Whether an observer reads events of ``kind`` (else none is built)."""
+
+    def is_revoked(self, task_id: str) -> bool:
+        """Whether a remote control revoked ``task_id`` (then it is not run)."""
+
+    def stamp_revoked(self, stamped_headers: Any, stamps: Any) -> dict[str, Any] | None:
+        """The stamp by which a remote control revoked a task so stamped, else None."""
+
 
 class Handler(ABC):
     """One consumed queue in one protocol."""
 
     prefetch_multiplier = 1
     """Messages fetched per worker thread by default (see WorkerOptions)."""
+    protocol = ""
+    """``machinery`` or ``celery``: what the task events say the message spoke."""
+    paused = False
+    """Set by the remote control's cancel_consumer: fetch nothing, finish what is held."""
 
     def __init__(self, host: Host, consumer: Consumer, queue: str) -> None:
         self.host = host
         self.consumer = consumer
         self.queue = queue
+        self._carried: tuple[list[Outcome], list[Delivery]] = ([], [])
+        self._outage: BaseException | None = None
+
+    def carry(self, finished: list[Outcome], deliveries: list[Delivery],
+              cause: BaseException) -> None:
+        """Keep a step's unfinished work for the next step, because of ``cause`` (an outage of
+        the broker or backend): finished tasks are written then and never run again; fetched
+        messages stay held and are prepared then. The worker backs off before that step."""
+        self._carried = (self._carried[0] + finished, self._carried[1] + deliveries)
+        self._outage = cause
+
+    def with_carried(self, finished: list[Outcome], deliveries: list[Delivery]
+                     ) -> tuple[list[Outcome], list[Delivery]]:
+        """What a step works on: what the last step carried, then the new."""
+        carried, self._carried = self._carried, ([], [])
+        return carried[0] + finished, carried[1] + deliveries
+
+    def step_carrying(self, finished: list[Outcome], deliveries: list[Delivery],
+                      work: Callable[[list[Outcome], list[Delivery]], list[Job]]) -> list[Job]:
+        """``work`` on what the last step carried, then the new. ``work`` empties
+        ``finished`` and the pending deliveries as it is done with them; on an outage what is
+        left is carried to the next step (see :meth:`carry`) and no job starts."""
+        finished, deliveries = self.with_carried(finished, deliveries)
+        pending = list(deliveries)
+        try:
+            return work(finished, pending)
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            self.carry(finished, pending, exc)
+            return []
+
+    def take_outage(self) -> BaseException | None:
+        """The outage the last step met (and carried work for), once."""
+        cause, self._outage = self._outage, None
+        return cause
+
+    def report(self, kind: str, job: Job, **details: Any) -> None:
+        """One step of ``job``'s life, for the worker's observers (see bridge.observe)."""
+        if not self.host.wants(kind):
+            return
+        self.host.observe(TaskEvent(kind, job.task_id, job.task.name, job.delivery.queue,
+                                    self.protocol, runtime=job.runtime, args=job.args,
+                                    kwargs=job.kwargs, **details))
+
+    def report_unrun(self, kind: str, task_id: str, name: str, queue: str, reason: str) -> None:
+        """A task that never became a job (bad args, expired, undecodable), for observers."""
+        if not self.host.wants(kind):
+            return
+        self.host.observe(TaskEvent(kind, task_id, name, queue, self.protocol, reason=reason))
+
+    def endpoints(self) -> list[Endpoint]:
+        """What this handler needs reachable (probed when the worker starts)."""
+        return []
 
     @abstractmethod
     def step(self, finished: list[Outcome], deliveries: list[Delivery]) -> list[Job]:

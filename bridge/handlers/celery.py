@@ -33,8 +33,14 @@ from bridge.brokers.base import CeleryBroker, Delivery
 from bridge.config import ConfigError, redact_url
 from bridge.errors import DecodeError
 from bridge.handlers.base import Handler, Host, Job, Outcome
-from bridge.handlers.celery_apply import Applier
-from bridge.protocol.celery import PROTOCOL_2_HEADERS, CeleryTask, decode_task, encode_task
+from bridge.handlers.celery_apply import Applier, MalformedSignature, encoded
+from bridge.handlers.celery_defer import Deferred, store_deferred
+from bridge.handlers.celery_trace import REJECTED, CeleryTracer, Traced
+from bridge.observe import FAILED, RECEIVED, RETRIED, SUCCEEDED
+from bridge.observe import REJECTED as REJECTED_EVENT
+from bridge.observe import REVOKED as REVOKED_EVENT
+from bridge.outage import Endpoint, is_outage, one_line
+from bridge.protocol.celery import PROTOCOL_2_HEADERS, CeleryTask, decode_task
 from bridge.protocol.celery_message import CeleryMessage
 from bridge.retry import RetryLater
 
@@ -71,24 +77,58 @@ def _is_celery_retry(exc: BaseException) -> bool:
 class CeleryHandler(Handler):
     """Runs registered tasks for Celery messages, writing Celery result metas."""
 
+    protocol = "celery"
+    owns_broker = False
+    """The broker was opened for this handler (:func:`celery_handler_factory`): closed with
+    it (SQS: what its receiver holds is visible again at once, not after the timeout)."""
+
     def __init__(self, host: Host, consumer: CeleryBroker, queue: str,
-                 backend: CeleryRedisBackend, options: CeleryOptions | None = None) -> None:
+                 backend: CeleryRedisBackend, options: CeleryOptions | None = None,
+                 tracer: CeleryTracer | None = None) -> None:
         super().__init__(host, consumer, queue)
+        self.tracer = tracer
+        """Set when the worker serves a Celery app: its tasks run in Celery's tracer."""
         self.broker = consumer
         self.backend = backend
         self.options = options or CeleryOptions()
         self.hostname = self.options.hostname or f"bridge@{socket.gethostname()}"
         self.default_queue = self.options.default_queue or queue
         self.prefetch_multiplier = self.options.prefetch_multiplier
+        self._joins: list[tuple[Job, str, Any]] = []  # stored, chord join and ack to do
+        self._park_after: dict[int, str] = {}  # id(delivery): why it is parked, not acked
+        self._retries: dict[int, BaseException] = {}  # id(delivery): what asked to retry
 
     # ------------------------------------------------------------------ one batch
 
+    def endpoints(self) -> list[Endpoint]:
+        return [("Celery broker", getattr(self.broker, "url", "?"),
+                 "--celery-broker (or the Celery app's broker_url)", self.broker.ping),
+                ("Celery result backend", self.backend.url,
+                 "--celery-backend (or the Celery app's result_backend)", self.backend.ping)]
+
     def step(self, finished: list[Outcome], deliveries: list[Delivery]) -> list[Job]:
+        """Store the finished tasks' metas, then publish their follow-ups (chain, links,
+        retries: as Celery's worker, results first), prepare the new messages; then the
+        chord joins and the acks. On an outage what is not done yet is carried to the next
+        step (a finished task never runs again) and the worker backs off."""
+        return self.step_carrying(finished, deliveries, self._join_then_step)
+
+    def _join_then_step(self, finished: list[Outcome], pending: list[Delivery]) -> list[Job]:
+        self._join_waiting()
+        return self._step(finished, pending)
+
+    def _step(self, finished: list[Outcome], pending: list[Delivery]) -> list[Job]:
         metas: list[TaskMeta] = []
-        publish: list[tuple[str, CeleryTask]] = []
+        publish: list[tuple[str, CeleryMessage]] = []
         chord_sizes: list[tuple[str, int]] = []
         ended: list[tuple[Job, str, Any]] = []
+        deferred: list[tuple[Job, Deferred]] = []
         for job, returned, raised in finished:
+            if isinstance(returned, Traced):  # Celery stored it and sent its follow-ups
+                if returned.deferred is not None:  # ... or left its SUCCESS meta to us
+                    deferred.append((job, returned.deferred))
+                ended.append((job, returned.state, returned))
+                continue
             meta, applied = self._outcome(job, returned, raised)
             if meta is None:
                 continue
@@ -97,22 +137,36 @@ class CeleryHandler(Handler):
             chord_sizes += applied.chord_sizes
             ended.append((job, meta.state, meta.result))
         jobs: list[Job] = []
-        for delivery in deliveries:
+        for delivery in list(pending):
             prepared = self._prepare(delivery, metas)
             if prepared is not None:
                 jobs.append(prepared)
-        try:
-            self._publish(publish, chord_sizes)
-            self._store(metas)
-        except Exception:
-            log.exception("could not publish follow-ups or store %d results; the messages "
-                          "go back to the queue", len(metas))
-            self.host.give_back(self, [job.delivery for job, _, _ in ended]
-                                + [job.delivery for job in jobs])
-            return []
-        for job, state, result in ended:
-            self._after(job, state, result)
+            else:
+                pending.remove(delivery)
+        refused = self._store(metas)
+        if deferred:
+            refused.update(self._store_deferred(deferred))
+        for task_id, why in refused.items():  # a key of another application:
+            for job, _, _ in ended:  # the task ran, its result cannot be stored: parked
+                if job.context.id == task_id:
+                    self._park_after[id(job.delivery)] = f"its result cannot be stored: {why}"
+        self._publish(publish, chord_sizes)
+        pending.clear()
+        finished.clear()  # stored and published: from here on the joins wait in _joins
+        for job in jobs:
+            if self.tracer is not None and self._traced(job.task.celery_task):
+                self.tracer.received(job.context, job.delivery)
+            self.report(RECEIVED, job, extra=_received_fields(job.context))
+        self._joins += ended
+        self._join_waiting()
         return jobs
+
+    def _join_waiting(self) -> None:
+        """The chord joins (then acks) of stored tasks, in order; on an outage the rest wait
+        for the next step."""
+        while self._joins:
+            self._after(*self._joins[0])
+            self._joins.pop(0)
 
     def _prepare(self, delivery: Delivery, metas: list[TaskMeta]) -> Job | None:
         self.host.hold(self, delivery)
@@ -136,8 +190,17 @@ class CeleryHandler(Handler):
         except DecodeError as exc:
             self._undecodable(delivery, message, exc, metas)
             return None
+        if self.host.is_revoked(ctask.id):  # as Celery: REVOKED stored, the message acked
+            log.info("task %s (%s) revoked: discarded", ctask.id, ctask.name)
+            metas.append(self._meta(ctask, REVOKED, _exception(
+                "TaskRevokedError", "revoked", "celery.exceptions"), delivery=delivery))
+            self.report_unrun(REVOKED_EVENT, ctask.id, ctask.name, delivery.queue, "revoked")
+            self.host.done(self, delivery)
+            return None
         if expires is not None and now > expires:
             log.info("task %s (%s) expired at %s: REVOKED", ctask.id, ctask.name, expires)
+            self.report_unrun(REVOKED_EVENT, ctask.id, ctask.name, delivery.queue,
+                              f"expired at {expires.isoformat()}")
             metas.append(self._meta(ctask, REVOKED, _exception(
                 "TaskRevokedError", "expired", "celery.exceptions"), delivery=delivery))
             self.host.done(self, delivery)
@@ -145,10 +208,11 @@ class CeleryHandler(Handler):
         if eta is not None and eta > now:
             self.host.requeue_later(self, delivery, (eta - now).total_seconds())
             return None
-        if self.options.track_started:
+        if self.options.track_started and not self._traced(task.celery_task):
             metas.append(self._meta(ctask, STARTED, {"pid": os.getpid(),
                                                      "hostname": self.hostname}))
-        return Job(delivery, self, task, list(ctask.args), dict(ctask.kwargs), context=ctask)
+        return Job(delivery, self, task, list(ctask.args), dict(ctask.kwargs), context=ctask,
+                   task_id=ctask.id)
 
     def _undecodable(self, delivery: Delivery, message: CeleryMessage, exc: DecodeError,
                      metas: list[TaskMeta]) -> None:
@@ -160,6 +224,8 @@ class CeleryHandler(Handler):
         log.error("queue %s: %s (task %s); parked in dead letters", delivery.queue, reason,
                   task_id or "id unknown")
         self.host.park(self, delivery, reason)
+        self.report_unrun(REJECTED_EVENT, task_id if isinstance(task_id, str) else "", "",
+                          delivery.queue, reason)
 
     # ------------------------------------------------------------------ running
 
@@ -169,6 +235,12 @@ class CeleryHandler(Handler):
         if celery_task is None:
             return run(job)
         ctask: CeleryTask = job.context
+        if self.tracer is not None and self._traced(celery_task):
+            # as Celery's worker, checked again when a thread takes it
+            reason = self._unrunnable(ctask)
+            if reason is not None:
+                return self.tracer.revoke(celery_task, ctask, job.delivery, reason)
+            return self.tracer.run(celery_task, ctask, job.delivery)
         celery_task.push_request(
             id=ctask.id, args=ctask.args, kwargs=ctask.kwargs, retries=ctask.retries,
             called_directly=False, is_eager=False, hostname=self.hostname,
@@ -201,30 +273,41 @@ class CeleryHandler(Handler):
             try:
                 applier.chain_next(ctask.chain, returned)
                 applier.callbacks(ctask.callbacks, returned)
-            except Exception as exc:
-                log.exception("task %s (%s): cannot apply its callbacks", ctask.id, ctask.name)
+            except MalformedSignature as exc:  # as Celery: the task fails; the message parks
+                log.error("task %s (%s): cannot apply its %s", ctask.id, ctask.name, exc)
+                self._park_after[id(job.delivery)] = f"task ran, but cannot apply its {exc}"
                 return self._failure(ctask, job, exc, applier), applier.out
             return self._meta(ctask, SUCCESS, returned, delivery=job.delivery,
                               children=applier.out.children), applier.out
+        if _is_celery_retry(raised) or isinstance(raised, RetryLater):
+            self._retries[id(job.delivery)] = raised  # for the task event
         if _is_celery_retry(raised):  # Task.retry() already sent the new message
             cause = getattr(raised, "exc", None) or raised
             return self._meta(ctask, RETRY, cause, traceback=_trace(cause)), applier.out
         if isinstance(raised, RetryLater):
-            applier.out.tasks.append((job.delivery.queue, _retried(ctask, raised.delay)))
-            log.info("task %s (%s): %s", ctask.id, ctask.name, raised)
+            try:
+                again = encoded(_retried(ctask, raised.delay), "retry")
+            except MalformedSignature as exc:
+                self._park_after[id(job.delivery)] = f"cannot retry the task: {exc}"
+                return self._failure(ctask, job, exc, applier), applier.out
+            applier.out.tasks.append((job.delivery.queue, again))
             return self._meta(ctask, RETRY, raised, traceback=_trace(raised)), applier.out
         if not isinstance(raised, Exception):
             log.error("task %s (%s) raised %r: message parked", ctask.id, ctask.name, raised)
             self.host.park(self, job.delivery, f"task raised {type(raised).__name__}")
+            self.report(FAILED, job, exception=raised, reason="message parked")
             return None, applier.out
         return self._failure(ctask, job, raised, applier), applier.out
 
     def _failure(self, ctask: CeleryTask, job: Job, exc: BaseException,
                  applier: Applier) -> TaskMeta:
-        log.error("task %s (%s) failed: %s: %s", ctask.id, ctask.name, type(exc).__name__, exc)
         applier.out.tasks.clear()
         applier.out.chord_sizes.clear()
-        applier.errbacks(ctask.errbacks, ctask.id)
+        refused = applier.errbacks(ctask.errbacks, ctask.id)
+        if refused:
+            log.error("task %s (%s): cannot apply %s", ctask.id, ctask.name, "; ".join(refused))
+            self._park_after.setdefault(id(job.delivery), "task failed, and cannot apply its "
+                                        + "; ".join(refused))
         return self._meta(ctask, FAILURE, exc, delivery=job.delivery, traceback=_trace(exc))
 
     def _meta(self, ctask: CeleryTask, state: str, result: Any, *,
@@ -238,45 +321,126 @@ class CeleryHandler(Handler):
                         children=children or [], group_id=ctask.group,
                         parent_id=ctask.parent_id, extended=extended)
 
-    def _publish(self, tasks: list[tuple[str, CeleryTask]],
+    def _publish(self, tasks: list[tuple[str, CeleryMessage]],
                  chord_sizes: list[tuple[str, int]]) -> None:
         for group_id, size in chord_sizes:
             self.backend.set_chord_size(group_id, size)
         by_queue: dict[str, list[CeleryMessage]] = {}
-        for queue, task in tasks:
-            by_queue.setdefault(queue, []).append(encode_task(task))
+        for queue, message in tasks:
+            by_queue.setdefault(queue, []).append(message)
         for queue, messages in by_queue.items():
             self.broker.publish_messages(queue, messages)
 
-    def _store(self, metas: list[TaskMeta]) -> None:
-        """One round trip; a result the serializer refuses fails its task (as in Celery)."""
+    def _store(self, metas: list[TaskMeta]) -> dict[str, str]:
+        """One round trip; a result the serializer refuses fails its task (as in Celery).
+        The task ids whose meta key holds something else (not written over), with why."""
+        refused: dict[str, str] = {}
         try:
-            self.backend.store_many(metas)
-            return
+            self.backend.store_many(metas, refused)
+            return refused
         except (TypeError, ValueError):
             pass
         for meta in metas:
             try:
-                self.backend.store_many([meta])
+                self.backend.store_many([meta], refused)
             except (TypeError, ValueError) as exc:
                 log.error("task %s: result not serializable: %s", meta.task_id, exc)
                 self.backend.store_many([TaskMeta(
                     meta.task_id, FAILURE, _exception("EncodeError", str(exc),
                                                       "kombu.exceptions"),
                     group_id=meta.group_id, parent_id=meta.parent_id)])
+        return refused
+
+    def _store_deferred(self, deferred: list[tuple[Job, Deferred]]) -> dict[str, str]:
+        """The SUCCESS metas Celery's tracer left to the batch; as :meth:`_store`, the task
+        ids whose key holds another type than a string (not written over), with why."""
+        refused: dict[str, str] = {}
+        for (job, item), done in zip(deferred, store_deferred([d for _, d in deferred]),
+                                     strict=True):
+            if done == -1:
+                why = f"the result backend's key {item.key!r} holds another type than a string"
+                log.warning("task %s: %s: no meta is written over it", job.context.id, why)
+                refused[job.context.id] = why
+        return refused
+
+    def _unrunnable(self, ctask: CeleryTask) -> str | None:
+        """"expired" or "revoked" when the task must not run now, else None."""
+        expires = ctask.expires
+        if expires is not None and datetime.now(UTC) > expires:
+            return "expired"
+        if self.host.is_revoked(ctask.id):
+            return "revoked"
+        stamp = self.host.stamp_revoked(ctask.headers.get("stamped_headers"),
+                                        ctask.headers.get("stamps"))
+        return None if stamp is None else "revoked"
+
+    def _traced(self, celery_task: Any) -> bool:
+        return self.tracer is not None and self.tracer.serves(celery_task)
+
+    def _after_traced(self, job: Job, traced: Traced) -> None:
+        """Ack (or requeue, or park, for a Reject) and tell the observers (the task log,
+        metrics, Celery events)."""
+        parked = self._park_after.pop(id(job.delivery), None)
+        if parked is not None:  # its deferred meta could not be written
+            self.host.park(self, job.delivery, parked)
+            self.report(FAILED, job, reason=parked)
+            return
+        if traced.state == REJECTED:
+            reason = f"rejected by the task: {traced.exception!r}"
+            if traced.requeue:
+                self.host.give_back(self, [job.delivery])
+            else:
+                self.host.park(self, job.delivery, reason)
+            self.report(REJECTED_EVENT, job, reason=reason)
+            return
+        if traced.state == REVOKED:
+            self.report(REVOKED_EVENT, job, reason=str(traced.exception))
+        elif traced.state == SUCCESS:
+            self.report(SUCCEEDED, job, result=traced.result)
+        elif traced.state == RETRY:
+            self.report(RETRIED, job, exception=traced.exception,
+                        retry_in=_retry_delay(traced.exception))
+        elif traced.state == FAILURE:
+            self.report(FAILED, job, exception=traced.exception,
+                        reason=f"{type(traced.exception).__name__}: {traced.exception}")
+        self.host.done(self, job.delivery)
 
     def _after(self, job: Job, state: str, result: Any) -> None:
         """The chord join once the member's meta is stored; then ack."""
+        if isinstance(result, Traced):
+            self._after_traced(job, result)
+            return
         ctask: CeleryTask = job.context
         try:
             if ctask.group and ctask.chord and state in (SUCCESS, FAILURE):
                 self._chord_part(ctask, state, result)
-        except Exception:
+        except Exception as exc:
+            if is_outage(exc):
+                raise  # joined again at the next step
             log.exception("task %s (%s): chord join failed; parking the message",
                           ctask.id, ctask.name)
-            self.host.park(self, job.delivery, "chord join failed (see worker log)")
+            self._park_after.pop(id(job.delivery), None)
+            self.host.park(self, job.delivery, f"chord join failed: {one_line(exc)}")
+            self.report(FAILED, job, exception=exc, reason="chord join failed")
             return
-        self.host.done(self, job.delivery)
+        reason = self._park_after.pop(id(job.delivery), None)
+        if reason is not None:
+            self.host.park(self, job.delivery, reason)
+        self._report_outcome(job, state, result, reason)
+        if reason is None:
+            self.host.done(self, job.delivery)
+
+    def _report_outcome(self, job: Job, state: str, result: Any, parked: str | None) -> None:
+        """The task event of a stored outcome (the task log, metrics, Celery events)."""
+        raised = self._retries.pop(id(job.delivery), None)
+        if state == SUCCESS and parked is None:
+            self.report(SUCCEEDED, job, result=result)
+        elif state == RETRY:
+            self.report(RETRIED, job, exception=raised, retry_in=_retry_delay(raised))
+        else:
+            exc = result if isinstance(result, BaseException) else None
+            self.report(FAILED, job, exception=exc, reason=parked or (
+                f"{type(exc).__name__}: {exc}" if exc is not None else str(result)))
 
     def _chord_part(self, ctask: CeleryTask, state: str, result: Any) -> None:
         group_id = ctask.group
@@ -291,7 +455,9 @@ class CeleryHandler(Handler):
             body_id = str((body.get("options") or {}).get("task_id") or "")
             log.error("chord %s: %s", group_id, exc)
             if body_id:
-                applier.errbacks((body.get("options") or {}).get("link_error"), body_id)
+                for refused in applier.errbacks((body.get("options") or {}).get("link_error"),
+                                                body_id):
+                    log.error("chord %s: cannot apply %s", group_id, refused)
                 self.backend.store_many([TaskMeta(body_id, FAILURE, _exception(
                     "ChordError", f"Dependency {exc.task_id} raised {exc.result!r}",
                     "celery.exceptions"), group_id=group_id)])
@@ -303,6 +469,32 @@ class CeleryHandler(Handler):
         applier.chord_body(body, results)
         self._publish(applier.out.tasks, applier.out.chord_sizes)
         self.backend.chord_cleanup(group_id)
+
+    def close(self) -> None:
+        """Close the broker when this handler opened it."""
+        if self.owns_broker:
+            self.broker.close()
+
+
+def _received_fields(ctask: CeleryTask) -> dict[str, Any]:
+    """What Celery's task-received event tells besides the name and args."""
+    return {"root_id": ctask.root_id, "parent_id": ctask.parent_id,
+            "retries": ctask.retries, "eta": ctask.headers.get("eta"),
+            "expires": ctask.headers.get("expires")}
+
+
+def _retry_delay(raised: BaseException | None) -> float | None:
+    """Seconds until a retry: RetryLater's delay, Celery Retry's ``when`` (seconds or a
+    datetime); None when unknown."""
+    if isinstance(raised, RetryLater):
+        return raised.delay
+    when = getattr(raised, "when", None)
+    if isinstance(when, (int, float)):
+        return float(when)
+    if isinstance(when, datetime):
+        aware = when if when.tzinfo else when.replace(tzinfo=UTC)
+        return max(0.0, (aware - datetime.now(UTC)).total_seconds())
+    return None
 
 
 def _custom_headers(ctask: CeleryTask) -> dict[str, Any] | None:
@@ -326,9 +518,13 @@ def _retried(ctask: CeleryTask, delay: float) -> CeleryTask:
 
 def celery_handler_factory(broker_url: str, backend_url: str, queue: str,
                            options: CeleryOptions | None = None,
-                           ) -> Callable[[Host], CeleryHandler]:
+                           transport_options: dict[str, Any] | None = None,
+                           celery_app: Any = None) -> Callable[[Host], CeleryHandler]:
     """A worker handler factory consuming Celery queue ``queue`` on ``broker_url``
-    (redis://… or amqp://…) with results in Celery's Redis backend at ``backend_url``."""
+    (redis://…, amqp://… or sqs://…) with results in Celery's Redis backend at
+    ``backend_url``; ``transport_options``: the Celery app's broker_transport_options
+    (SQS: region, queue_name_prefix, wait_time_seconds, visibility_timeout);
+    ``celery_app``: the Celery app whose tasks run in Celery's own tracer."""
     from bridge.brokers.celery_redis import CeleryRedisBroker
 
     broker: CeleryBroker
@@ -336,6 +532,11 @@ def celery_handler_factory(broker_url: str, backend_url: str, queue: str,
         from bridge.brokers.celery_amqp import CeleryAmqpBroker
 
         broker = CeleryAmqpBroker.from_url(broker_url)
+    elif broker_url.startswith("sqs://"):
+        from bridge.brokers.celery_sqs import CelerySqsBroker, transport_settings
+
+        broker = CelerySqsBroker.from_url(broker_url, default_queue=queue,
+                                          **transport_settings(transport_options or {}))
     else:
         broker = CeleryRedisBroker.from_url(broker_url)
     if not backend_url.startswith(("redis://", "rediss://", "redis+socket://", "unix://")):
@@ -344,6 +545,12 @@ def celery_handler_factory(broker_url: str, backend_url: str, queue: str,
     backend = CeleryRedisBackend.from_url(backend_url)
 
     def make(host: Host) -> CeleryHandler:
-        return CeleryHandler(host, broker, queue, backend, options)
+        tracer = None
+        if celery_app is not None:
+            tracer = CeleryTracer(celery_app, (options or CeleryOptions()).hostname
+                                  or f"bridge@{socket.gethostname()}")
+        handler = CeleryHandler(host, broker, queue, backend, options, tracer)
+        handler.owns_broker = True
+        return handler
 
     return make

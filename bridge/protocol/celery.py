@@ -6,8 +6,8 @@ kombu 5.6.2 write, byte for byte. ``CeleryTask.layout`` remembers the few wire
 details (key orders, odd embeds) a foreign producer may choose differently,
 so ``encode_task(decode_task(m))`` gives ``m`` back.
 
-Translation to machinery's Signature lives in ``bridge.protocol.celery_canvas``
-(``to_signature`` / ``from_signature`` here call into it).
+Translation to machinery's Signature lives in ``bridge.protocol.celery_canvas``, which
+imports this module (never the other way round).
 """
 
 from __future__ import annotations
@@ -22,17 +22,21 @@ import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from functools import lru_cache
+from typing import Any
 
 from kombu import compression as kombu_compression
 from kombu import serialization
+from kombu.utils.json import loads as kombu_json_loads
 
 from bridge.errors import DecodeError, EncodeError
 from bridge.protocol.celery_message import CeleryMessage
-
-if TYPE_CHECKING:
-    from bridge.protocol.machinery import Signature
-    from bridge.schema import ArgTyper
+from bridge.protocol.kombu_envelope import (
+    MAX_HEADER_DEPTH,
+    MAY_HOLD_MARKERS,
+    depth_over,
+    kombu_json_plain,
+)
 
 PROTOCOL_2_HEADERS: tuple[str, ...] = (
     "lang", "task", "id", "shadow", "eta", "expires", "group", "group_index", "retries",
@@ -152,11 +156,22 @@ def parse_iso(value: Any, what: str = "time") -> datetime | None:
 # --------------------------------------------------------------------------- decode
 
 
-def _accepted(accept: Sequence[str]) -> set[str]:
+def _accepted(accept: Sequence[str]) -> frozenset[str]:
     try:
-        return set(serialization.prepare_accept_content(list(accept)))
+        return _accepted_content(tuple(accept))
     except Exception as exc:
         raise DecodeError(f"accept names an unknown serializer: {exc}") from None
+
+
+@lru_cache(maxsize=64)
+def _accepted_content(accept: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(serialization.prepare_accept_content(list(accept)))
+
+
+def _kombu_reads_json() -> bool:
+    """Whether JSON bodies are still read by kombu's own decoder (an app may register its
+    own ``json`` serializer; then kombu's registry decides, as in Celery)."""
+    return serialization.registry._decoders.get("application/json") is kombu_json_loads
 
 
 def _decompress(body: bytes, method: Any, max_body: int) -> bytes:
@@ -195,6 +210,13 @@ def _loads(msg: CeleryMessage, accept: Sequence[str], max_body: int) -> tuple[An
         what = f"{content_type} ({name})" if name else repr(content_type)
         raise DecodeError(f"content type {what} refused: accepted are "
                           f"{', '.join(sorted(_accepted(accept)))}")
+    if content_type == "application/json" and body and _kombu_reads_json():
+        try:  # kombu's json decoder reads UTF-8 whatever the content encoding says
+            payload = kombu_json_plain(body.decode("utf-8"))
+        except (ValueError, RecursionError) as exc:
+            raise DecodeError(f"cannot deserialize {name} body: {exc}") from None
+        if payload is not MAY_HOLD_MARKERS:
+            return payload, name
     try:
         payload = serialization.loads(body, content_type, msg.content_encoding,
                                       accept=[content_type])
@@ -314,6 +336,8 @@ def _decode(msg: CeleryMessage, accept: Sequence[str], max_body: int) -> CeleryT
         raise DecodeError("message headers must be a mapping with string keys")
     if not isinstance(msg.properties, dict):
         raise DecodeError("message properties must be a mapping")
+    if depth_over(headers, MAX_HEADER_DEPTH):
+        raise DecodeError(f"message headers nested deeper than {MAX_HEADER_DEPTH} levels")
     payload, serializer = _loads(msg, accept, max_body)
     layout: dict[str, Any] = {}
     if "task" in headers and not (isinstance(payload, dict) and "args" in payload):
@@ -554,24 +578,7 @@ def new_task(
                       chain=chain, chord=chord, properties=properties, serializer=serializer)
 
 
-def to_signature(task: CeleryTask, *, types: ArgTyper | None = None, queue: str = "",
-                 group_task_count: int = 0, strict: bool = False) -> Signature:
-    """machinery's Signature for ``task`` (see ``bridge.protocol.celery_canvas``)."""
-    from bridge.protocol.celery_canvas import to_signature as translate
-
-    return translate(task, types=types, queue=queue, group_task_count=group_task_count,
-                     strict=strict)
-
-
-def from_signature(sig: Signature, *, group_index: int | None = None) -> CeleryTask:
-    """The Celery task for a machinery Signature (see ``bridge.protocol.celery_canvas``)."""
-    from bridge.protocol.celery_canvas import from_signature as translate
-
-    return translate(sig, group_index=group_index)
-
-
 __all__ = [
     "COMPRESSIONS", "EMBED_KEYS", "PROTOCOL_1_BODY", "PROTOCOL_2_HEADERS", "CeleryTask",
-    "decode_task", "encode_task", "from_signature", "new_task",
-    "parse_iso", "to_signature",
+    "decode_task", "encode_task", "new_task", "parse_iso",
 ]

@@ -72,6 +72,10 @@ _SHORT = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r":
           "\t": "\\t"}
 
 
+NEEDS_ESCAPE = _ESCAPE.search
+"""Not None when a text needs escaping in Go's JSON (``quote`` would change it)."""
+
+
 def _escape_char(match: re.Match[str]) -> str:
     ch = match.group()
     short = _SHORT.get(ch)
@@ -301,6 +305,25 @@ def _parse_int(literal: str) -> int | JSONNumber:
     return JSONNumber(literal) if literal == "-0" else int(literal)
 
 
+MAX_INT_DIGITS = 4000
+"""Longer integer literals stay ``JSONNumber`` (Python refuses to parse over 4,300 digits;
+Go's ``json.Number`` keeps any literal, and no Go integer type holds more than 20 digits)."""
+
+
+def clip_number(literal: str, limit: int = 40) -> str:
+    """A number literal for an error text: whole up to ``limit`` characters (as Go shows it),
+    else its start and how long it is."""
+    if len(literal) <= limit:
+        return literal
+    return f"{literal[:limit // 2]}...({len(literal)} characters)"
+
+
+def _parse_any_int(literal: str) -> int | JSONNumber:
+    if literal == "-0" or len(literal) > MAX_INT_DIGITS:
+        return JSONNumber(literal)
+    return int(literal)
+
+
 def _reject_constant(name: str) -> Any:
     raise DecodeError(f"invalid character {name[0]!r} looking for beginning of value")
 
@@ -321,10 +344,19 @@ _DECODER_NO_MINUS_ZERO = json.JSONDecoder(
     parse_float=JSONNumber,
     parse_constant=_reject_constant,
 )
+# for texts with integers too long for int(): the slow path, taken after the others refuse
+_DECODER_LONG_INTS = json.JSONDecoder(
+    object_pairs_hook=Pairs,
+    parse_float=JSONNumber,
+    parse_int=_parse_any_int,
+    parse_constant=_reject_constant,
+)
 # their C scanners (what raw_decode calls): (value, end), or StopIteration(position)
 _SCAN: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
 _SCAN_NO_MINUS_ZERO: Callable[[str, int], tuple[Any, int]] = (
     _DECODER_NO_MINUS_ZERO.scan_once)  # type: ignore[attr-defined]
+_SCAN_LONG_INTS: Callable[[str, int], tuple[Any, int]] = (
+    _DECODER_LONG_INTS.scan_once)  # type: ignore[attr-defined]
 
 
 def to_text(data: bytes | bytearray | memoryview | str) -> str:
@@ -355,7 +387,12 @@ def loads_raw_exact(data: bytes | bytearray | memoryview | str) -> Any:
     if start == len(text):
         raise DecodeError("empty message: no JSON value")
     try:
-        value, _ = _DECODER.raw_decode(text, start)
+        try:
+            value, _ = _DECODER.raw_decode(text, start)
+        except ValueError as exc:  # an integer literal int() refuses: json.Number, as Go
+            if isinstance(exc, json.JSONDecodeError):
+                raise
+            value, _ = _DECODER_LONG_INTS.raw_decode(text, start)
     except json.JSONDecodeError as exc:
         raise DecodeError(f"invalid JSON: {exc}") from None
     except RecursionError:
@@ -378,6 +415,10 @@ def _loads_raw(text: str, scan: Callable[[str, int], tuple[Any, int]]) -> Any:
         raise DecodeError(f"invalid JSON: {exc}") from None
     except RecursionError:
         raise DecodeError("invalid JSON: nested too deeply") from None
+    except ValueError:  # an integer literal int() refuses (over 4,300 digits)
+        if scan is _SCAN_LONG_INTS:
+            raise
+        return _loads_raw(text, _SCAN_LONG_INTS)
     return value
 
 

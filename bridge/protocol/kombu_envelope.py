@@ -24,6 +24,7 @@ from typing import Any
 
 from kombu.utils.json import dumps as kombu_dumps
 from kombu.utils.json import loads as kombu_loads
+from kombu.utils.json import object_hook as kombu_object_hook
 
 from bridge.errors import DecodeError
 from bridge.protocol.celery_message import CeleryMessage
@@ -31,15 +32,22 @@ from bridge.protocol.celery_message import CeleryMessage
 __all__ = [
     "BOOKKEEPING",
     "DEFAULT_MAX_SIZE",
+    "MAY_HOLD_MARKERS",
     "Envelope",
     "decode_envelope",
+    "depth_over",
     "from_envelope",
+    "kombu_json_plain",
+    "load_kombu_json",
     "mark_redelivered",
     "to_envelope",
 ]
 
 DEFAULT_MAX_SIZE = 16 * 2**20
 """Largest envelope accepted by default (bytes)."""
+
+MAX_HEADER_DEPTH = 64
+"""Deepest nesting of headers and properties accepted (Celery's own are two levels deep)."""
 
 BOOKKEEPING = frozenset({"delivery_info", "body_encoding", "delivery_tag"})
 """Transport properties kombu adds on publish; never part of ``CeleryMessage.properties``."""
@@ -108,6 +116,68 @@ def _fail(reason: str) -> DecodeError:
     return DecodeError(f"not a kombu envelope: {reason}")
 
 
+class _MarkerError(Exception):
+    """A ``__type__`` marker kombu's hook could not turn into a value."""
+
+
+def _checked_hook(obj: dict[str, Any]) -> Any:
+    try:
+        return kombu_object_hook(obj)
+    except Exception as exc:
+        marker = obj.get("__type__")
+        value = repr(obj.get("__value__"))
+        value = value if len(value) <= 80 else value[:80] + "..."
+        raise _MarkerError(f"bad kombu {marker!r} marker (value {value}): "
+                           f"{type(exc).__name__}: {exc}") from None
+
+
+def kombu_json_plain(text: str) -> Any:
+    """``kombu.utils.json.loads`` of a text that cannot hold a ``__type__`` marker (no such
+    key, no ``\\u`` escape that could spell one): the C decoder alone reads it the same,
+    with no Python call per object. Anything else: :data:`MAY_HOLD_MARKERS`."""
+    if "__type__" in text or "\\u" in text:
+        return MAY_HOLD_MARKERS
+    return _plain_loads(text)
+
+
+MAY_HOLD_MARKERS: Any = object()
+"""What :func:`kombu_json_plain` returns for a text kombu's marker hook must read."""
+_plain_loads = json.JSONDecoder().decode
+
+
+def load_kombu_json(raw: bytes | str) -> Any:
+    """JSON as kombu reads it (its ``__type__`` markers for bytes, datetime, uuid...), every
+    failure a :class:`DecodeError` saying why: not JSON, not UTF-8, a bad marker, nested
+    too deeply for the decoder."""
+    try:
+        if isinstance(raw, bytes | str):
+            value = kombu_json_plain(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
+            if value is not MAY_HOLD_MARKERS:
+                return value
+        return kombu_loads(raw, object_hook=_checked_hook)
+    except _MarkerError as exc:
+        raise DecodeError(str(exc)) from None
+    except RecursionError:
+        raise DecodeError("JSON nested too deeply to decode") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DecodeError(f"not JSON ({exc})") from None
+
+
+def depth_over(value: Any, limit: int) -> bool:
+    """Whether dicts and lists in ``value`` nest deeper than ``limit`` (iterative)."""
+    if not isinstance(value, dict | list):
+        return False
+    stack = [(value, 1)]  # containers only: scalars, most of a message, are never pushed
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        for child in item.values() if isinstance(item, dict) else item:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1))
+    return False
+
+
 def _optional_str(envelope: dict[str, Any], key: str) -> str | None:
     value = envelope.get(key)
     if value is not None and not isinstance(value, str):
@@ -134,7 +204,8 @@ def _body(envelope: dict[str, Any], encoding: str | None) -> bytes:
 def decode_envelope(raw: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> Envelope:
     """Read an envelope as kombu does, stricter: :class:`DecodeError` names what is wrong.
 
-    Refused: larger than ``max_size``, not JSON (or an unknown kombu ``__type__`` marker), not
+    Refused: larger than ``max_size``, not JSON (or a kombu ``__type__`` marker that is
+    unknown or bad), nested too deeply (headers and properties: ``MAX_HEADER_DEPTH``), not
     an object, no ``properties`` object, a missing / null / empty ``delivery_tag``, a
     non-object ``headers`` or ``delivery_info``, a body that is not valid base64, an unknown
     ``body_encoding``.
@@ -142,9 +213,9 @@ def decode_envelope(raw: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> Envelope
     if len(raw) > max_size:
         raise _fail(f"{len(raw)} bytes exceed max_size={max_size}")
     try:
-        envelope = kombu_loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise _fail(f"not JSON ({exc})") from None
+        envelope = load_kombu_json(raw)
+    except DecodeError as exc:
+        raise _fail(str(exc)) from None
     if not isinstance(envelope, dict):
         raise _fail(f"a JSON {type(envelope).__name__}, not an object")
     props = envelope.get("properties")
@@ -164,6 +235,8 @@ def decode_envelope(raw: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> Envelope
         headers = {}
     elif not isinstance(headers, dict):
         raise _fail("headers is not an object")
+    if depth_over(headers, MAX_HEADER_DEPTH) or depth_over(props, MAX_HEADER_DEPTH):
+        raise _fail(f"headers or properties nested deeper than {MAX_HEADER_DEPTH} levels")
     encoding = props.get("body_encoding")
     if encoding is not None and not isinstance(encoding, str):
         raise _fail("properties.body_encoding is not a string")

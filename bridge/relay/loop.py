@@ -1,13 +1,13 @@
-"""``mbridge relay``: translate one system's queue into the other's, and carry results back.
+"""The relay's loop: translate one system's queue into the other's, and carry results back.
 
 One loop, batched. Each turn it fetches up to ``batch`` messages from the source queue
 (acknowledging the previous turn's, whose translations are already published), hands them
-to the direction's :class:`Side` (``bridge.relay_forward`` for Celery → machinery,
-``bridge.relay_reverse`` for machinery → Celery), and, every ``poll_interval``, reads the
+to the direction's :class:`Side` (``bridge.relay.forward`` for Celery → machinery,
+``bridge.relay.reverse`` for machinery → Celery), and, every ``poll_interval``, reads the
 states of every task id it still owes a result for in one round trip per 1,000 ids and
 writes the finished ones into the producing side's result backend.
 
-The ids in flight live in Redis (``bridge.relay_track``), so a restart loses nothing.
+The ids in flight live in Redis (``bridge.relay.track``), so a restart loses nothing.
 A message is acknowledged only after its translation is published (a crash duplicates
 at most); results are written idempotently (Celery's store skips a stored SUCCESS). SIGTERM
 or SIGINT stops fetching, acknowledges what was published and gives back what was held.
@@ -17,18 +17,16 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
-import threading
 import time
 from collections import Counter
-from types import FrameType
 
 from bridge.brokers.base import Delivery
 from bridge.config import ConfigError
 from bridge.endpoints import Endpoint
-from bridge.relay_forward import CeleryToMachinery
-from bridge.relay_reverse import MachineryToCelery
-from bridge.relay_track import (
+from bridge.outage import Outage
+from bridge.relay.forward import CeleryToMachinery
+from bridge.relay.reverse import MachineryToCelery
+from bridge.relay.track import (
     CHORD,
     DROP,
     FAIL,
@@ -37,11 +35,10 @@ from bridge.relay_track import (
     Side,
     Tracked,
     chord_error,
-    inflight_key,
 )
+from bridge.stop_signals import StopSignals
 
-__all__ = ["Relay", "RelayOptions", "Side", "chord_error", "inflight_key", "open_relay",
-           "relay_name"]
+__all__ = ["Relay", "open_relay", "relay_name"]
 
 log = logging.getLogger("bridge.relay")
 
@@ -55,8 +52,8 @@ class Relay:
         self.side = side
         self.options = side.options
         self.inflight = side.inflight
-        self._stopping = threading.Event()
-        self._signals = 0
+        self.signals = StopSignals(log, "finishing this turn, then exiting",
+                                   on_second=self._second_signal)
         self._acks: list[Delivery] = []
 
     @property
@@ -66,31 +63,27 @@ class Relay:
 
     def stop(self) -> None:
         """Stop after the current turn."""
-        self._stopping.set()
+        self.signals.stop()
 
     def run(self) -> int:
         """Relay until stopped (SIGTERM/SIGINT or :meth:`stop`); returns exit status 0."""
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, self._on_signal)
-            signal.signal(signal.SIGINT, self._on_signal)
+        self.signals.install()
         loaded = self.inflight.load()
         side = self.side
         log.info("relaying %s (%d results in flight, bookkeeping %s)", side.queue, loaded,
                  self.inflight.key)
         next_poll = 0.0
-        errors = 0
-        while not self._stopping.is_set():
+        outage = Outage("relay: a broker or result backend", log)
+        while not self.signals.requested():
             try:
                 self._turn(next_poll)
                 if time.monotonic() >= next_poll:
                     self.carry()
                     next_poll = time.monotonic() + self.options.poll_interval
-                errors = 0
-            except Exception:
-                errors += 1
-                delay = min(30.0, 0.5 * 2 ** min(errors, 6))
-                log.exception("relay turn failed; retrying in %.1fs", delay)
-                self._stopping.wait(delay)
+            except Exception as exc:  # said once per outage; the turn is tried again
+                self.signals.pause(outage.failed(exc))
+                continue
+            outage.succeeded()
         self._shutdown()
         return 0
 
@@ -165,13 +158,7 @@ class Relay:
 
     # ------------------------------------------------------------------ stopping
 
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        self._signals += 1
-        if self._signals == 1:
-            log.warning("signal %s received: finishing this turn, then exiting",
-                        signal.Signals(signum).name)
-            self.stop()
-            return
+    def _second_signal(self) -> None:
         log.warning("second signal: giving back held messages and exiting now")
         self._give_back()
         os._exit(0)

@@ -28,8 +28,17 @@ from bridge.backends.base import Backend, new_state
 from bridge.backends.celery_redis import READY_STATES, CeleryRedisBackend
 from bridge.brokers.base import Broker, CeleryBroker, Delivery
 from bridge.endpoints import Endpoint
-from bridge.errors import ArgTranslationError, BridgeError, DecodeError, EncodeError
-from bridge.protocol.celery import encode_task, from_signature
+from bridge.errors import (
+    ArgTranslationError,
+    BridgeError,
+    DecodeError,
+    EncodeError,
+    StatesRefused,
+    clip,
+    describe,
+)
+from bridge.protocol.celery import encode_task
+from bridge.protocol.celery_canvas import from_signature
 from bridge.protocol.celery_message import CeleryMessage
 from bridge.protocol.machinery import (
     FAILURE,
@@ -40,7 +49,7 @@ from bridge.protocol.machinery import (
     TaskResult,
     TaskState,
 )
-from bridge.relay_track import (
+from bridge.relay.track import (
     DROP,
     InFlight,
     Outcome,
@@ -99,11 +108,13 @@ class MachineryToCelery(Side):
         states: list[TaskState] = []
         chord_sizes: dict[str, int] = {}
         acks: list[Delivery] = []
+        sent: dict[str, tuple[Delivery, CeleryMessage]] = {}
         for delivery, sig in decoded:
             try:
                 message = self._translate(sig, members)
-            except (BridgeError, ValueError, TypeError) as exc:
-                reason = f"cannot translate task {sig.name} ({sig.uuid}) for Celery: {exc}"
+            except Exception as exc:  # whatever the message holds: this message's reason
+                why = clip(str(exc)) if isinstance(exc, BridgeError) else describe(exc)
+                reason = f"cannot translate task {sig.name} ({sig.uuid}) for Celery: {why}"
                 log.error("%s; parked in dead letters", reason)
                 parks.append((delivery, reason))
                 if sig.uuid:
@@ -113,6 +124,7 @@ class MachineryToCelery(Side):
             acks.append(delivery)
             if sig.uuid:
                 states.append(new_state(sig, RECEIVED))
+                sent[sig.uuid] = (delivery, message)
             tracked += track_signature(sig, group=None, parent=None, chain_failure=DROP,
                                        chord_failure=None)
             if sig.chord_callback is not None and sig.group_uuid:
@@ -120,7 +132,11 @@ class MachineryToCelery(Side):
         try:
             self.inflight.add(tracked)
             if states:
-                self.backend.set_states(states)
+                try:
+                    self.backend.set_states(states)
+                except StatesRefused as exc:  # the others are written: these are not sent
+                    messages, acks = self._drop_refused(exc.refused, sent, messages, acks,
+                                                        parks)
             for group, size in chord_sizes.items():
                 self.results.set_chord_size(group, size)
             if messages:
@@ -162,6 +178,26 @@ class MachineryToCelery(Side):
             except DecodeError:
                 log.warning("group meta %s is not machinery's: chord order unknown", group)
         return out
+
+    def _drop_refused(self, refused: dict[str, str],
+                      sent: dict[str, tuple[Delivery, CeleryMessage]],
+                      messages: list[CeleryMessage], acks: list[Delivery],
+                      parks: list[tuple[Delivery, str]]
+                      ) -> tuple[list[CeleryMessage], list[Delivery]]:
+        """The messages whose state the backend refused (their UUID names a key that is not
+        a task state): parked, neither sent nor acked."""
+        dropped: set[int] = set()
+        for uuid, why in refused.items():
+            if uuid not in sent:
+                continue
+            delivery, message = sent[uuid]
+            dropped.update((id(delivery), id(message)))
+            reason = f"cannot relay task {uuid}: {why}"
+            log.error("%s; parked in dead letters", reason)
+            parks.append((delivery, reason))
+        self.inflight.remove(list(refused))
+        return ([m for m in messages if id(m) not in dropped],
+                [d for d in acks if id(d) not in dropped])
 
     def _requeue(self, delivery: Delivery) -> None:
         try:

@@ -1,14 +1,13 @@
-"""Sources and sinks of ``mbridge migrate``: where messages are taken from and published to.
+"""Sources of ``mbridge migrate``: where messages are taken from.
 
-Sources: machinery's Redis layout (the queue LIST and the shared ``delayed_tasks`` ZSET,
-members of other queues left alone), kombu's Redis layout (the priority lists and our delayed
-set of the queue), and Celery on RabbitMQ (consumed with acks). Sinks write each system's
-layout; the Redis sinks publish a batch and record it as done in one MULTI.
+machinery's Redis layout (the queue LIST and the shared ``delayed_tasks`` ZSET, members of
+other queues left alone), kombu's Redis layout (the priority lists and our delayed set of the
+queue), and Celery's or machinery's queue on RabbitMQ (consumed with acks) or on SQS (received,
+deleted after the batch is published); a gocraft/work job's list and scheduled members.
 """
 
 from __future__ import annotations
 
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from typing import Any, cast
@@ -16,13 +15,13 @@ from typing import Any, cast
 import redis.cluster
 
 from bridge.brokers.base import Delivery
-from bridge.brokers.redis_layout import QueueKeys, make_envelope, routing_key_of
+from bridge.brokers.dead_letters import make_envelope
+from bridge.brokers.redis_keys import QueueKeys, routing_key_of
 from bridge.config import ConfigError
 from bridge.endpoints import DEFAULT_QUEUES, Endpoint
-from bridge.migrate_store import DELAYED, DoneSet, Held, SourceStore
-from bridge.migrate_translate import Translated, Translator, due_from_seconds
-from bridge.protocol.gotime import unix_nano
-from bridge.protocol.kombu_envelope import to_envelope
+from bridge.gocraft.job import GocraftJob, now_epoch
+from bridge.migrate.bookkeeping import DELAYED, Held, SourceStore
+from bridge.migrate.translate import Translated, Translator, due_from_seconds
 from bridge.redisconn import RedisClient
 
 ASIDE_SUFFIX = ".bridge.migrate.aside"
@@ -127,31 +126,9 @@ class RedisSource(Source):
     # ------------------------------------------------------------ taking
 
     def claim(self, batch: int, delayed: bool) -> Iterator[tuple[str, list[Held]]]:
-        store = cast(SourceStore, self.store)
-        if delayed:
-            start = 0
-            limit = int(self.client.zcard(store.delayed_key))
-            seen = 0
-            while seen < limit:
-                batch_id = store.new_batch()
-                looked, taken = store.claim_delayed(batch_id, start, batch,
-                                                    "" if self.celery else self.queue,
-                                                    self.default_queue)
-                seen += looked
-                start += looked - len(taken)
-                if taken:
-                    yield batch_id, taken
-                if looked < batch:
-                    break
-        limit = self.pending_counts(False)["queue"]
-        taken_total = 0
-        while taken_total < limit:
-            batch_id = store.new_batch()
-            taken = store.claim_lists(batch_id, min(batch, limit - taken_total))
-            if not taken:
-                break
-            taken_total += len(taken)
-            yield batch_id, taken
+        return claim_batches(cast(SourceStore, self.store), batch, delayed,
+                             "" if self.celery else self.queue, self.default_queue,
+                             self.pending_counts(False)["queue"])
 
     def scan(self, batch: int, delayed: bool) -> Iterator[list[Held]]:
         store = cast(SourceStore, self.store)
@@ -198,6 +175,35 @@ class RedisSource(Source):
 
     def close(self) -> None:
         self.broker.close()
+
+
+def claim_batches(store: SourceStore, batch: int, delayed: bool, queue: str,
+                  default_queue: str, waiting: int, *, by_name: bool = False
+                  ) -> Iterator[tuple[str, list[Held]]]:
+    """Batches taken from a Redis source: its delayed members of ``queue`` first (every
+    member for ''; ``by_name``: gocraft jobs so named), then up to ``waiting`` messages of
+    its lists (what waited when the run began: never what arrives meanwhile)."""
+    if delayed:
+        start = seen = 0
+        limit = int(store.client.zcard(store.delayed_key))
+        while seen < limit:
+            batch_id = store.new_batch()
+            looked, taken = store.claim_delayed(batch_id, start, batch, queue, default_queue,
+                                                by_name=by_name)
+            seen += looked
+            start += looked - len(taken)
+            if taken:
+                yield batch_id, taken
+            if looked < batch:
+                break
+    taken_total = 0
+    while taken_total < waiting:
+        batch_id = store.new_batch()
+        taken = store.claim_lists(batch_id, min(batch, waiting - taken_total))
+        if not taken:
+            break
+        taken_total += len(taken)
+        yield batch_id, taken
 
 
 class AmqpSource(Source):
@@ -269,132 +275,144 @@ class AmqpSource(Source):
         self.broker.close()
 
 
-# ------------------------------------------------------------------------------ sinks
+class SqsSource(AmqpSource):
+    """Celery's or machinery's queue on SQS: received (kept invisible by the broker's
+    heartbeat) and deleted once the batch is published, so a killed run's messages come back
+    after their visibility timeout (at least once). Set-aside messages stay held, invisible,
+    until the end of the run, then are made visible again."""
 
+    def __init__(self, endpoint: Endpoint, broker: Any) -> None:
+        super().__init__(endpoint, broker)
+        self._aside: list[Delivery] = []
 
-class Sink(ABC):
-    """Where messages go."""
-
-    done: DoneSet | None = None
-    """Redis sinks: the record of published batches (written with the messages)."""
-
-    @abstractmethod
-    def publish(self, items: Sequence[Translated], batch: str) -> None:
-        """Publish translated messages; with ``batch``, mark it done in the same MULTI."""
-
-    def close(self) -> None:  # noqa: B027 - optional
-        pass
-
-
-class MachinerySink(Sink):
-    """machinery's Redis layout: RPUSH to the queue, ZADD future ETAs to the delayed ZSET."""
-
-    def __init__(self, endpoint: Endpoint, broker: Any, run: str) -> None:
-        self.broker = broker
-        self.queue = endpoint.queue
-        self.client: RedisClient = broker.layout.client
-        self.cluster = bool(broker.layout.cluster)
-        self.done = None if self.cluster else DoneSet(self.client, run)
-
-    def publish(self, items: Sequence[Translated], batch: str) -> None:
-        now = time.time_ns()
-        now_list: list[bytes] = []
-        delayed: dict[bytes, int] = {}
-        for item in items:
-            sig = item.signature
-            eta = unix_nano(sig.eta) if sig is not None and sig.eta is not None else 0
-            if eta > now:
-                delayed[item.body] = eta
-            else:
-                now_list.append(item.body)
-        pipe = self.client.pipeline(transaction=self.done is not None)
-        for start in range(0, len(now_list), 10_000):
-            pipe.rpush(self.queue, *now_list[start:start + 10_000])
-        if delayed:
-            pipe.zadd(self.broker.delayed_tasks_key, delayed)
-        if self.done is not None and batch:
-            self.done.mark(pipe, batch)
-        pipe.execute()
-
-    def close(self) -> None:
-        self.broker.close()
-
-
-class CelerySink(Sink):
-    """kombu's Redis layout: LPUSH envelopes to the priority list, the queue's binding kept."""
-
-    def __init__(self, endpoint: Endpoint, broker: Any, run: str) -> None:
-        self.broker = broker
-        self.queue = endpoint.queue
-        self.done = DoneSet(broker.client, run)
-
-    def publish(self, items: Sequence[Translated], batch: str) -> None:
-        by_list: dict[str, list[bytes]] = {}
-        for item in items:
-            if item.message is None:
+    def claim(self, batch: int, delayed: bool) -> Iterator[tuple[str, list[Held]]]:
+        idle = 0.0
+        while idle < 2:  # two empty receives with nothing visible left (or twenty in all)
+            deliveries: list[Delivery] = []
+            while len(deliveries) < batch:  # fill the batch while messages keep coming
+                more = self.broker.fetch(self.queue, batch - len(deliveries), 1.0)
+                if not more:
+                    break
+                deliveries += more
+            if not deliveries:
+                waiting = int(self.broker.queue_depth(self.queue))
+                idle += 1 if waiting == 0 else 0.1
                 continue
-            key = self.broker.keys.list_for(self.queue, item.message.priority)
-            by_list.setdefault(key, []).append(to_envelope(item.message, routing_key=self.queue))
-        pipe = self.broker.client.pipeline(transaction=True)
-        self.broker.declare_queue(self.queue, pipe)
-        for key, envelopes in by_list.items():
-            for start in range(0, len(envelopes), 10_000):
-                pipe.lpush(key, *envelopes[start:start + 10_000])
-        if self.done is not None and batch:
-            self.done.mark(pipe, batch)
-        pipe.execute()
+            idle = 0.0
+            yield "", [Held(d.body, 0, delivery=d) for d in deliveries]
 
-    def close(self) -> None:
-        self.broker.close()
+    def scan(self, batch: int, delayed: bool) -> Iterator[list[Held]]:
+        raise NotImplementedError("SQS queues cannot be read without receiving them: "
+                                  "--copy and --dry-run need a Redis source")
 
+    def finish(self, batch: str, published: Sequence[Held], aside: Sequence[Held],
+               parked: Sequence[tuple[Held, str]]) -> None:
+        self._aside += [cast(Delivery, h.delivery) for h in aside]
+        for held, reason in parked:
+            self.broker.dead_letter(held.delivery, reason)
+        done = [cast(Delivery, h.delivery) for h in published]
+        if done:
+            self.broker.ack(done)
 
-class MachineryAmqpSink(Sink):
-    """machinery on RabbitMQ: published as Go's Publish does (future ETAs through machinery's
-    delay queues), publisher-confirmed (no done record: at least once)."""
-
-    def __init__(self, endpoint: Endpoint, broker: Any) -> None:
-        self.broker = broker
-
-    def publish(self, items: Sequence[Translated], batch: str) -> None:
-        self.broker.publish([i.signature for i in items if i.signature is not None])
-
-    def close(self) -> None:
-        self.broker.close()
+    def restore_aside(self) -> int:
+        aside, self._aside = self._aside, []
+        for delivery in aside:
+            self.broker.requeue(delivery)
+        return len(aside)
 
 
-class AmqpSink(Sink):
-    """Celery on RabbitMQ: publisher-confirmed batches (no done record: at least once)."""
+class GocraftSource(Source):
+    """A gocraft/work job's list ``<ns>:jobs:<name>`` (consumed from the right, as Go's
+    workers do) and its members of ``<ns>:scheduled``; untranslatable jobs are parked in
+    gocraft's dead set with the reason as their error (workwebui shows them and can retry
+    them), bytes that are no job in ``<ns>:bridge:unreadable``. Retry and dead sets stay:
+    they are gocraft's failure history (retry them first to migrate them)."""
 
-    def __init__(self, endpoint: Endpoint, broker: Any) -> None:
-        self.broker = broker
+    def __init__(self, endpoint: Endpoint, side: Any, run: str) -> None:
+        if not endpoint.queue:
+            raise ConfigError(f"{endpoint}: a gocraft/work source names its job: add "
+                              "?queue=<job name>", key="endpoint")
+        self.side = side
         self.queue = endpoint.queue
+        self.client: RedisClient = side.client
+        self.keys = side.keys
+        self.store = SourceStore(self.client, run, [self.keys.jobs(self.queue)], "R",
+                                 self.keys.scheduled)
 
-    def publish(self, items: Sequence[Translated], batch: str) -> None:
-        self.broker.publish_messages(self.queue, [i.message for i in items if i.message])
+    def translate(self, held: Held, translator: Translator) -> Translated:
+        due = due_from_seconds(held.score) if held.origin == DELAYED else None
+        return translator.from_gocraft(held.raw, due)
+
+    def pending_counts(self, delayed: bool) -> dict[str, int]:
+        counts = {"queue": int(self.client.llen(self.keys.jobs(self.queue)))}
+        if delayed:
+            counts["scheduled (every job)"] = int(self.client.zcard(self.keys.scheduled))
+        return counts
+
+    def claim(self, batch: int, delayed: bool) -> Iterator[tuple[str, list[Held]]]:
+        return claim_batches(cast(SourceStore, self.store), batch, delayed, self.queue, "",
+                             self.pending_counts(False)["queue"], by_name=True)
+
+    def scan(self, batch: int, delayed: bool) -> Iterator[list[Held]]:
+        if delayed:
+            start = 0
+            while True:
+                members = cast("list[tuple[bytes, float]]", self.client.zrange(
+                    self.keys.scheduled, start, start + batch - 1, withscores=True))
+                start += len(members)
+                mine = [Held(raw, DELAYED, score) for raw, score in members
+                        if _job_name(raw) == self.queue]
+                if mine:
+                    yield mine
+                if len(members) < batch:
+                    break
+        start = 0
+        key = self.keys.jobs(self.queue)
+        while True:  # consumed from the tail: read backwards
+            items = cast("list[bytes]", self.client.lrange(key, -(start + batch),
+                                                           -(start + 1)))[::-1]
+            start += len(items)
+            if items:
+                yield [Held(raw, 0) for raw in items]
+            if len(items) < batch:
+                break
+
+    def finish(self, batch: str, published: Sequence[Held], aside: Sequence[Held],
+               parked: Sequence[tuple[Held, str]]) -> None:
+        now = now_epoch()
+        dead: list[tuple[str, bytes]] = []
+        dead_set: list[tuple[str, bytes, float]] = []
+        for held, reason in parked:
+            try:
+                job = GocraftJob.decode(held.raw)
+            except ValueError:
+                dead.append((self.keys.prefix + "bridge:unreadable", held.raw))
+            else:
+                dead_set.append((self.keys.dead, job.failed(reason, now).encode(), now))
+        cast(SourceStore, self.store).finish(batch, aside, dead, dead_set)
 
     def close(self) -> None:
-        self.broker.close()
+        self.side.close()
+
+
+def _job_name(raw: bytes) -> str | None:
+    try:
+        return GocraftJob.decode(raw).name
+    except ValueError:
+        return None
 
 
 def open_source(endpoint: Endpoint, run: str) -> Source:
     """The source for ``endpoint``."""
     broker = endpoint.open_broker()
+    if endpoint.protocol == "gocraft":
+        return GocraftSource(endpoint, broker, run)
+    if endpoint.is_sqs:
+        return SqsSource(endpoint, broker)
     if endpoint.is_amqp:
         return AmqpSource(endpoint, broker)
     return RedisSource(endpoint, broker, run)
 
 
-def open_sink(endpoint: Endpoint, run: str) -> Sink:
-    """The sink for ``endpoint``."""
-    broker = endpoint.open_broker()
-    if endpoint.protocol == "machinery":
-        if endpoint.is_amqp:
-            return MachineryAmqpSink(endpoint, broker)
-        return MachinerySink(endpoint, broker, run)
-    if endpoint.is_amqp:
-        return AmqpSink(endpoint, broker)
-    return CelerySink(endpoint, broker, run)
-
-
-__all__ = ["AmqpSink", "AmqpSource", "CelerySink", "MachineryAmqpSink", "MachinerySink",
-           "RedisSource", "Sink", "Source", "open_sink", "open_source"]
+__all__ = ["ASIDE_SUFFIX", "AmqpSource", "GocraftSource", "RedisSource", "Source", "SqsSource",
+           "open_source"]

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from bridge.brokers.redis_layout import _LUA_HELPERS
+from bridge.brokers.redis_scripts import LUA_HELPERS
 from bridge.errors import BridgeError
 from bridge.redisconn import RedisClient
 
@@ -70,10 +70,11 @@ if #out > 0 then redis.call('SADD', KEYS[1], ARGV[1]) end
 return out
 """
 
-CLAIM_DELAYED = _LUA_HELPERS + """
+CLAIM_DELAYED = LUA_HELPERS + """
 -- Look at ARGV[3] members of the delayed ZSET KEYS[2] from rank ARGV[2]; move those of queue
 -- ARGV[4] (every member when ARGV[4] is '') into the hold ZSET KEYS[3] with their scores, and
 -- record the batch ARGV[1] in KEYS[1]. ARGV[5]: the default queue (empty RoutingKey).
+-- ARGV[6] 'name': ARGV[4] is a gocraft/work job name, matched against the job's "name".
 -- Returns {members looked at, member, score, member, score, ...}.
 local start = tonumber(ARGV[2])
 local members = redis.call('ZRANGE', KEYS[2], start, start + tonumber(ARGV[3]) - 1, 'WITHSCORES')
@@ -81,7 +82,12 @@ local out = {#members / 2}
 for i = 1, #members, 2 do
   local member, score = members[i], members[i + 1]
   local take = ARGV[4] == ''
-  if not take then take = routing_key(member, ARGV[5]) == ARGV[4] end
+  if not take and ARGV[6] == 'name' then
+    local ok, job = pcall(cjson.decode, member)
+    take = ok and type(job) == 'table' and job['name'] == ARGV[4]
+  elseif not take then
+    take = routing_key(member, ARGV[5]) == ARGV[4]
+  end
   if take then
     redis.call('ZREM', KEYS[2], member)
     redis.call('ZADD', KEYS[3], score, member)
@@ -189,7 +195,8 @@ class SourceStore:
         text = holder.decode("utf-8", "replace") if holder else ""
         host, _, rest = text.partition(":")
         pid = rest.partition(":")[0]
-        if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
+        if host == socket.gethostname() and pid.isdigit() and (
+                int(pid) == os.getpid() or not _alive(int(pid))):  # ours from a failed try
             self.client.set(self.keys.lock, self._token, ex=LOCK_TTL)
             return
         raise MigrationBusy(f"another migration between these endpoints is running ({text}); "
@@ -216,12 +223,14 @@ class SourceStore:
         return [Held(flat[i + 1], int(flat[i])) for i in range(0, len(flat), 2)]
 
     def claim_delayed(self, batch: str, start: int, count: int, queue: str,
-                      default_queue: str) -> tuple[int, list[Held]]:
+                      default_queue: str, *, by_name: bool = False) -> tuple[int, list[Held]]:
         """Look at ``count`` delayed members from rank ``start``; take those of ``queue``
-        ('' = all). Returns how many were looked at and what was taken."""
+        ('' = all; ``by_name``: gocraft jobs named ``queue``). Returns how many were looked
+        at and what was taken."""
         keys = [self.keys.batches, self.delayed_key, self.keys.hold(batch, DELAYED)]
         flat = cast("list[Any]", self._claim_delayed(
-            keys=keys, args=[batch, start, count, queue, default_queue]))
+            keys=keys, args=[batch, start, count, queue, default_queue,
+                             "name" if by_name else "routing_key"]))
         taken = [Held(flat[i], DELAYED, float(flat[i + 1])) for i in range(1, len(flat), 2)]
         return int(flat[0]), taken
 
@@ -243,11 +252,14 @@ class SourceStore:
 
     # ------------------------------------------------------------ finishing
 
-    def finish(self, batch: str, aside: Sequence[Held], dead: Sequence[tuple[str, bytes]]
-               ) -> None:
-        """One MULTI: set ``aside`` apart, push ``dead`` entries ``(dead list, entry)``, forget
-        the batch's hold keys."""
+    def finish(self, batch: str, aside: Sequence[Held], dead: Sequence[tuple[str, bytes]],
+               dead_set: Sequence[tuple[str, bytes, float]] = ()) -> None:
+        """One MULTI: set ``aside`` apart, push ``dead`` entries ``(dead list, entry)``, add
+        ``dead_set`` members ``(zset, member, score)`` (gocraft's dead set), forget the
+        batch's hold keys."""
         pipe = self.client.pipeline(transaction=True)
+        for key, member, score in dead_set:
+            pipe.zadd(key, {member: score})
         for held in aside:
             if held.origin == DELAYED:
                 pipe.zadd(self.keys.aside(DELAYED), {held.raw: held.score})

@@ -189,6 +189,9 @@ class RelayOptions:
     """Celery → machinery: fail a chord whose header tasks did not all arrive in time."""
     name: str = ""
     """The bookkeeping's name (default: from both endpoints' protocols and queues)."""
+    accept: tuple[str, ...] = ("json", "msgpack")
+    """Celery → machinery: the serializers taken from Celery messages (a Celery app's
+    accept_content); others are refused and parked."""
 
 
 class Side(ABC):

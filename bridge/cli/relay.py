@@ -1,14 +1,13 @@
-"""``mbridge relay``: the click command (registered in ``bridge.cli`` with ``add_command``)."""
+"""``mbridge relay``: the click command over :func:`bridge.relay.open_relay`."""
 
 from __future__ import annotations
 
-import logging
 import sys
 
 import click
 
-from bridge.endpoints import parse_endpoint
-from bridge.errors import BridgeError
+from bridge.cli.options import loglevel_option, setup_logging
+from bridge.cli.sides import celery_app_option, check_sides, open_sides
 from bridge.relay import RelayOptions, open_relay
 from bridge.schema import TaskSchema
 
@@ -18,7 +17,9 @@ __all__ = ["relay"]
 @click.command()
 @click.option("--from", "source", required=True, metavar="SPEC",
               help="Queue to consume: celery+redis://h:6379/0?queue=celery&backend=URL, "
-                   "celery+amqp://..., or machinery+redis://h:6379/0?queue=machinery_tasks.")
+                   "celery+amqp://..., celery+sqs://..., "
+                   "machinery+redis://h:6379/0?queue=machinery_tasks, machinery+sqs://..., "
+                   "or (with --celery-app) celery.")
 @click.option("--to", "target", required=True, metavar="SPEC",
               help="Queue to publish to, in the other protocol (same forms).")
 @click.option("--schema", "schema_path", type=click.Path(exists=True, dir_okay=False),
@@ -34,10 +35,10 @@ __all__ = ["relay"]
 @click.option("--name", default="",
               help="Bookkeeping name (default: from both protocols and queues); keep it "
                    "across restarts.")
-@click.option("-l", "--loglevel", default="INFO", show_default=True,
-              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@celery_app_option
+@loglevel_option()
 def relay(source: str, target: str, schema_path: str | None, batch: int, lenient: bool,
-          poll_interval: float, name: str, loglevel: str) -> None:
+          poll_interval: float, name: str, celery_app: str | None, loglevel: str) -> None:
     """Relay tasks from one queue to the other protocol's queue and carry results back.
 
     Celery → machinery: Celery producers' tasks (chains and chords included) run on Go
@@ -45,17 +46,11 @@ def relay(source: str, target: str, schema_path: str | None, batch: int, lenient
     Go producers' tasks run on Celery workers; Go's AsyncResult.Get sees typed results.
     Stops gracefully on SIGTERM/SIGINT; results in flight survive a restart.
     """
-    logging.basicConfig(level=loglevel.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        schema = TaskSchema.load(schema_path) if schema_path else None
-        runner = open_relay(parse_endpoint(source), parse_endpoint(target), RelayOptions(
-            batch=batch, schema=schema, strict=not lenient, poll_interval=poll_interval,
-            name=name))
-    except BridgeError as exc:
-        raise click.ClickException(str(exc)) from None
+    setup_logging(loglevel)
+    schema = TaskSchema.load(schema_path) if schema_path else None
+    sides = open_sides(source, target, celery_app, flags=("--from", "--to"), results=True)
+    check_sides(sides, backends=True)
+    runner = open_relay(sides.source, sides.target, RelayOptions(
+        batch=batch, schema=schema, strict=not lenient, poll_interval=poll_interval,
+        name=name, accept=sides.accept))
     sys.exit(runner.run())
-
-
-if __name__ == "__main__":  # python -m bridge.cli_relay, until bridge.cli registers it
-    relay()

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -30,11 +30,18 @@ from bridge.backends.base import Backend, new_state
 from bridge.backends.celery_redis import CeleryRedisBackend, TaskMeta, go_error
 from bridge.brokers.base import Broker, CeleryBroker, Delivery
 from bridge.endpoints import Endpoint
-from bridge.errors import ArgTranslationError, BridgeError, DecodeError
-from bridge.protocol.celery import CeleryTask, decode_task, to_signature
-from bridge.protocol.celery_canvas import CeleryTranslationError
-from bridge.protocol.machinery import PENDING, Arg, Signature, TaskState
-from bridge.relay_track import (
+from bridge.errors import (
+    ArgTranslationError,
+    BridgeError,
+    DecodeError,
+    ForeignKeyError,
+    StatesRefused,
+    describe,
+)
+from bridge.protocol.celery import CeleryTask, decode_task
+from bridge.protocol.celery_canvas import CeleryTranslationError, to_signature
+from bridge.protocol.machinery import PENDING, Signature, TaskState
+from bridge.relay.track import (
     CHORD,
     FAIL,
     InFlight,
@@ -46,27 +53,14 @@ from bridge.relay_track import (
     point_at,
     track_signature,
 )
-from bridge.schema import TaskSchema, infer_args
+from bridge.schema import SchemaOrInference
 from bridge.types import result_to_python
 
-__all__ = ["CeleryToMachinery", "SchemaOrInference", "refused"]
+__all__ = ["CeleryToMachinery", "refused"]
 
 log = logging.getLogger("bridge.relay")
 
 _UNTRANSLATABLE = (CeleryTranslationError, ArgTranslationError, DecodeError)
-
-
-class SchemaOrInference:
-    """Args typed by the schema for the tasks it names, by inference for the others."""
-
-    def __init__(self, schema: TaskSchema | None) -> None:
-        self.schema = schema
-
-    def type_args(self, task_name: str, args: Sequence[Any], kwargs: Mapping[str, Any], *,
-                  strict: bool = False) -> list[Arg]:
-        if self.schema is not None and task_name in self.schema.tasks:
-            return self.schema.type_args(task_name, args, kwargs, strict=strict)
-        return infer_args(task_name, args, kwargs, strict=strict)
 
 
 @dataclass(slots=True)
@@ -111,6 +105,7 @@ class CeleryToMachinery(Side):
         metas: list[TaskMeta] = []
         parks: list[tuple[Delivery, str]] = []
         acks: list[Delivery] = []
+        sent: dict[str, tuple[Delivery, CeleryTask]] = {}
         now = datetime.now(UTC)
         for delivery in deliveries:
             ctask = self._decode(delivery, metas, parks)
@@ -132,19 +127,21 @@ class CeleryToMachinery(Side):
                 continue
             try:
                 sig = self._translate(ctask, 0)
-            except _UNTRANSLATABLE as exc:
-                self._refuse(delivery, ctask, exc, metas, parks)
+            except Exception as exc:  # whatever the message holds: this message's reason
+                self._refuse(delivery, ctask, _untranslatable(exc), metas, parks)
                 continue
             sigs.append(sig)
+            sent[sig.uuid] = (delivery, ctask)
             tracked += self._track(sig, ctask)
             acks.append(delivery)
         try:
-            self._send(sigs, tracked, metas, [])
+            refused_states = self._send(sigs, tracked, metas, [])
         except Exception:
             self._give_back([*acks, *(d for d, _ in parks)])
             raise
+        acks = self._drop_refused(refused_states, sent, acks, parks)
         self._park(parks)
-        self.stats["relayed"] += len(sigs)
+        self.stats["relayed"] += len(sigs) - len(refused_states)
         return acks
 
     def _decode(self, delivery: Delivery, metas: list[TaskMeta],
@@ -154,7 +151,7 @@ class CeleryToMachinery(Side):
             parks.append((delivery, "not a kombu message"))
             return None
         try:
-            return decode_task(message)
+            return decode_task(message, accept=self.options.accept)
         except DecodeError as exc:
             reason = f"undecodable Celery message: {exc}"
             task_id = message.headers.get("id") if isinstance(message.headers, dict) else None
@@ -191,16 +188,42 @@ class CeleryToMachinery(Side):
         return TaskMeta(ctask.id, state, result, group_id=ctask.group, parent_id=ctask.parent_id)
 
     def _send(self, sigs: Sequence[Signature], tracked: Sequence[Tracked],
-              metas: Sequence[TaskMeta], groups: Sequence[tuple[str, list[str]]]) -> None:
-        """Track, InitGroup, PENDING, publish (machinery's SendTask/SendChord order)."""
+              metas: Sequence[TaskMeta], groups: Sequence[tuple[str, list[str]]]
+              ) -> dict[str, str]:
+        """Track, InitGroup, PENDING, publish (machinery's SendTask/SendChord order). The
+        tasks whose PENDING the backend refused (their id names a key that is not a task
+        state) are not published: returned, with why."""
         self.inflight.add(tracked)
         for group_uuid, uuids in groups:
             self.backend.init_group(group_uuid, uuids)
+        refused: dict[str, str] = {}
         if sigs:
-            self.backend.set_states([new_state(s, PENDING) for s in sigs])
-            self.broker.publish(sigs)
+            try:
+                self.backend.set_states([new_state(s, PENDING) for s in sigs])
+            except StatesRefused as exc:  # the others are written
+                refused = exc.refused
+                sigs = [s for s in sigs if s.uuid not in refused]
+                self.inflight.remove(list(refused))
+            if sigs:
+                self.broker.publish(sigs)
         if metas:
             self.results.store_many(metas)
+        return refused
+
+    def _drop_refused(self, refused: dict[str, str],
+                      sent: dict[str, tuple[Delivery, CeleryTask]], acks: list[Delivery],
+                      parks: list[tuple[Delivery, str]]) -> list[Delivery]:
+        """The messages whose PENDING was refused: a FAILURE meta each, parked, not acked."""
+        if not refused:
+            return acks
+        metas: list[TaskMeta] = []
+        dropped = set()
+        for uuid, why in refused.items():
+            delivery, ctask = sent[uuid]
+            dropped.add(id(delivery))
+            self._refuse(delivery, ctask, ForeignKeyError(why), metas, parks)
+        self.results.store_many(metas)
+        return [d for d in acks if id(d) not in dropped]
 
     def _park(self, parks: Sequence[tuple[Delivery, str]]) -> None:
         for delivery, reason in parks:
@@ -261,18 +284,22 @@ class CeleryToMachinery(Side):
                 f"chord {group}: header tasks do not carry group_index 0..{size - 1}"))
         try:
             sigs = [self._translate(ctask, size) for _, ctask in parts]
-        except _UNTRANSLATABLE as exc:
-            return self._fail_chord(group, chord, exc)
+        except Exception as exc:  # whatever a member holds: the chord's reason
+            return self._fail_chord(group, chord, _untranslatable(exc))
         tracked = [t for (_, ctask), sig in zip(parts, sigs, strict=True)
                    for t in self._track(sig, ctask)]
         del self._chords[group]
         deliveries = [d for d, _ in parts]
         try:
-            self._send(sigs, tracked, [], [(group, [s.uuid for s in sigs])])
+            refused_states = self._send(sigs, tracked, [], [(group, [s.uuid for s in sigs])])
         except Exception:
             self._give_back(deliveries)
             raise
-        self.stats["relayed"] += len(sigs)
+        parks: list[tuple[Delivery, str]] = []
+        deliveries = self._drop_refused(refused_states, {
+            sig.uuid: part for sig, part in zip(sigs, parts, strict=True)}, deliveries, parks)
+        self._park(parks)
+        self.stats["relayed"] += len(sigs) - len(refused_states)
         log.info("chord %s: %d header tasks sent to %s", group, size, self.target_queue)
         return deliveries
 
@@ -336,6 +363,12 @@ class CeleryToMachinery(Side):
                 closable.close()
             except Exception:
                 log.debug("closing %r failed", closable, exc_info=True)
+
+
+def _untranslatable(exc: Exception) -> Exception:
+    """``exc`` as a reason to refuse a message: our own errors as they are, anything else
+    (a value the translation did not foresee) named by its type and text."""
+    return exc if isinstance(exc, _UNTRANSLATABLE) else CeleryTranslationError(describe(exc))
 
 
 def refused(exc: BaseException, text: str = "") -> dict[str, Any]:

@@ -27,7 +27,10 @@ from typing import Any, cast
 
 from bridge.backends.base import now_utc
 from bridge.backends.celery_redis import CeleryRedisBackend, TaskMeta, go_error
-from bridge.errors import BridgeError
+from bridge.endpoints import Endpoint
+from bridge.errors import BridgeError, StatesRefused
+from bridge.migrate.report import MigrationReport
+from bridge.migrate.translate import Translated
 from bridge.protocol.machinery import (
     FAILURE,
     PENDING,
@@ -119,4 +122,68 @@ def pending_state(task_id: str, name: str) -> TaskState:
     return TaskState(task_id, name, PENDING, created_at=now_utc())
 
 
-__all__ = ["celery_meta", "machinery_state", "pending_state", "read_celery_metas"]
+class ResultCarrier:
+    """Carries result states of migrated ids from the source's backend to the destination's."""
+
+    def __init__(self, src: Endpoint, dst: Endpoint, schema: TaskSchema | None) -> None:
+        self.src_protocol, self.dst_protocol = src.protocol, dst.protocol
+        self.src = src.open_backend()
+        self.dst = dst.open_backend()
+        self.schema = schema
+
+    def carry(self, items: Sequence[Translated], report: MigrationReport) -> dict[str, str]:
+        """Write the destination's states (or metas) of ``items``; the task ids whose state
+        the destination refused (its key holds something else), with why."""
+        items = [i for i in items if i.task_id]
+        if not items:
+            return {}
+        ids = [i.task_id for i in items]
+        if self.src_protocol == "machinery":
+            found: list[Any] = self.src.get_states(ids)
+        else:
+            found = read_celery_metas(self.src, ids)
+        if self.dst_protocol == "celery":
+            metas = []
+            for state in found:
+                meta = None
+                if isinstance(state, TaskState):
+                    meta = celery_meta(state)
+                elif isinstance(state, dict) and state.get("status") != PENDING:
+                    meta = _celery_copy(state)
+                if meta is not None:
+                    metas.append(meta)
+            refused: dict[str, str] = {}
+            report.results_carried += sum(self.dst.store_many(metas, refused))
+            return refused
+        states: list[TaskState] = []
+        for item, state in zip(items, found, strict=True):
+            if isinstance(state, dict):
+                state = machinery_state(item.task_id, item.task, state, self.schema)
+            pending = pending_state(item.task_id, item.task)
+            if state is not None and state.created_at.year > 1:
+                pending.created_at = state.created_at
+            states.append(pending)
+            report.results_pending += 1
+            if state is not None and state.state != PENDING:
+                states.append(state)
+                report.results_carried += 1
+        try:
+            self.dst.set_states(states)
+        except StatesRefused as exc:  # the others are written
+            return exc.refused
+        return {}
+
+    def close(self) -> None:
+        for backend in (self.src, self.dst):
+            backend.close()
+
+
+def _celery_copy(meta: dict[str, Any]) -> TaskMeta:
+    return TaskMeta(str(meta.get("task_id")), str(meta.get("status")), meta.get("result"),
+                    traceback=meta.get("traceback"), children=list(meta.get("children") or []),
+                    group_id=meta.get("group_id"), parent_id=meta.get("parent_id"),
+                    date_done=meta.get("date_done"))
+
+
+__all__ = ["ResultCarrier", "celery_meta", "machinery_state", "pending_state",
+           "read_celery_metas"]
