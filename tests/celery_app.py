@@ -76,3 +76,17 @@ def retry_twice(self: Any, value: int) -> int:
     if self.request.retries < 2:
         raise self.retry(exc=KeyError("not yet"), countdown=0.2)
     return value
+
+
+@app.task(name="tasks.spin")
+def spin(seconds: float) -> str:
+    """Busy for ``seconds`` in short sleeps; "soft limit" when the soft time limit came."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            time.sleep(0.01)
+    except SoftTimeLimitExceeded:
+        return "soft limit"
+    return "finished"

@@ -102,8 +102,9 @@ class RabbitMQ:
 
     def _prepare(self) -> None:
         """Ports, node name, cookie, config and environment, all private to ``workdir``."""
-        self.port, self.dist_port, self.epmd_port = _free_ports(3)
-        self.nodename = f"bridge{os.getpid()}x{secrets.token_hex(3)}@localhost"
+        if not self.port:  # a restart keeps the node's ports, name and data
+            self.port, self.dist_port, self.epmd_port = _free_ports(3)
+            self.nodename = f"bridge{os.getpid()}x{secrets.token_hex(3)}@localhost"
         home = self.workdir / "home"
         for sub in (home, self.log_dir, self.workdir / "mnesia", self.workdir / "conf.d"):
             sub.mkdir(parents=True, exist_ok=True)

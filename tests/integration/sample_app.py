@@ -32,4 +32,17 @@ def square(value: int) -> int:
     return value * value
 
 
+def die(code: int) -> int:
+    """Ends the process running it at once (a child of ``--pool processes``): exit code
+    ``code``, or killed by signal ``-code`` (the OOM killer's SIGKILL: -9)."""
+    if code < 0:
+        os.kill(os.getpid(), -code)
+    os._exit(code)
+
+
+def slow_square(value: int) -> int:
+    time.sleep(0.3)
+    return value * value
+
+
 app.register("square", square)

@@ -29,9 +29,9 @@ from kombu import Connection
 import bridge.brokers.amqp as amqp_module
 from bridge.app import Bridge, broker_from_config
 from bridge.brokers.amqp import AmqpBroker, AmqpDeliveryTag, dead_queue_name, delay_queue_name
+from bridge.brokers.amqp_consuming import REASON_HEADER
 from bridge.brokers.amqp_topology import go_delay_queue_name
 from bridge.brokers.base import Delivery
-from bridge.brokers.celery_amqp import REASON_HEADER
 from bridge.config import AMQPConfig, Config
 from bridge.protocol.gotime import GoTime
 from bridge.protocol.machinery import Arg, Signature, new_uuid
@@ -347,18 +347,20 @@ def test_publish_raw_and_peek(broker: AmqpBroker, queue: str) -> None:
 
 def test_worker_backs_off_unregistered_tasks_without_losing_them(
         make_broker: MakeBroker, amqp_url: str, redis_url: str, queue: str) -> None:
-    """Our worker does not know the task: it waits in a delay queue of ours (machinery would
-    nack-requeue it at once, in a loop) and is still there when the worker stops."""
+    """Our worker does not know the task: it goes back with growing back-off through delay
+    queues of ours (machinery would nack-requeue it at once, in a loop) and is still there
+    when the worker stops."""
     app = Bridge(dataclasses.replace(config(amqp_url, queue), result_backend=redis_url))
     unknown = sig("registered_elsewhere")
     app.broker.publish([unknown])
-    worker = Worker(app, WorkerOptions(concurrency=1, poll_timeout=0.1))
+    worker = Worker(app, WorkerOptions(concurrency=1, poll_timeout=0.1, handoff_window=0.0))
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
     inspect = make_broker()
     try:
-        eventually(lambda: inspect.queue_depth(delay_queue_name(queue, 1000)) == 1,
-                   "the first back-off (1 s) holds the task")
+        eventually(lambda: any(inspect.queue_depth(delay_queue_name(queue, ms)) == 1
+                               for ms in (125, 188, 250, 375, 500, 750, 1000)),
+                   "a back-off (¼ s, then ½ s, each × ½, ¾ or 1) holds the task")
     finally:
         worker.stop()
         thread.join(timeout=WAIT)

@@ -240,6 +240,19 @@ def test_fetch_acks_the_previous_batch(broker: CeleryAmqpBroker, make_broker: Ma
     assert other.fetch(queue, 4, 0.2) == []
 
 
+def test_a_larger_fetch_widens_the_prefetch_window(make_broker: MakeBroker,
+                                                   queue: str) -> None:
+    """prefetch_count is raised to what a fetch asks for, on a consumer already running:
+    RabbitMQ applies basic.qos to new consumers only, so the consumer is restarted."""
+    broker = make_broker(prefetch_count=2)
+    broker.publish_messages(queue, [task_message("tasks.noop", [], {})])
+    held = fetch_n(broker, queue, 1)  # a consumer with a window of 2
+    broker.publish_messages(queue, [task_message("tasks.noop", [], {}) for _ in range(6)])
+    more = fetch_n(broker, queue, 6)  # none acked: a window of 2 would stop at 1 more
+    broker.ack([*held, *more])
+    assert broker.fetch(queue, 6, 0.2) == []
+
+
 def test_odd_messages_are_delivered_not_dropped(broker: CeleryAmqpBroker, amqp_url: str,
                                                 queue: str) -> None:
     """No content type, text/plain, a non-JSON body, an empty body, no properties at all."""
@@ -386,7 +399,7 @@ def test_lost_connection_redelivers_and_reconnects(broker: CeleryAmqpBroker,
                                                    queue: str) -> None:
     broker.publish_messages(queue, [task_message("tasks.noop", [], {}) for _ in range(3)])
     held = fetch_n(broker, queue, 3)
-    sock = broker._conn.connection.transport.sock  # the TCP connection breaks under us
+    sock = broker.session.conn.connection.transport.sock  # the TCP connection breaks under us
     sock.shutdown(socket.SHUT_RDWR)
     assert broker.fetch(queue, 3, 1.0) == []  # logged, reset
     broker.ack(held)  # their channel is gone: skipped, not an error

@@ -23,6 +23,7 @@ from bridge.backends.redis import (
     TaskStateNotFoundError,
 )
 from bridge.config import Config
+from bridge.errors import ForeignKeyError, StatesRefused
 from bridge.protocol.gotime import GO_ZERO_TIME, GoTime
 from bridge.protocol.machinery import (
     FAILURE,
@@ -143,11 +144,28 @@ def test_pending_is_written_fresh(backend: RedisBackend, raw: redis.Redis) -> No
     assert raw.get(uuid) == again.to_json()
 
 
-def test_undecodable_stored_state_merges_nothing(backend: RedisBackend, raw: redis.Redis) -> None:
+def test_a_value_that_is_not_a_task_state_is_never_overwritten(backend: RedisBackend,
+                                                               raw: redis.Redis) -> None:
+    """Go writes over whatever the key holds (a decode error only skips the merge); here a
+    key that holds anything but this task's state is left alone, whatever the state."""
     uuid = new_uuid()
-    raw.set(uuid, b'{"TaskName": 5}')  # Go: decode error → merge skipped
-    backend.set_state(state(uuid, STARTED))
-    assert raw.get(uuid) == state(uuid, STARTED).to_json()
+    for foreign in (b'{"TaskName": 5}', b"not json", state(new_uuid(), STARTED).to_json()):
+        raw.set(uuid, foreign)
+        for new in (STARTED, PENDING):
+            with pytest.raises(ForeignKeyError, match="no task state is written over it"):
+                backend.set_state(state(uuid, new))
+            assert raw.get(uuid) == foreign
+    raw.delete(uuid)
+    raw.hset(uuid, "field", "value")
+    with pytest.raises(ForeignKeyError, match="a Redis hash"):
+        backend.set_state(state(uuid, SUCCESS))
+    other = new_uuid()
+    with pytest.raises(StatesRefused) as refused:  # a batch: the others are written
+        backend.set_states([state(other, RECEIVED), state(uuid, RECEIVED),
+                            state(other, STARTED)])
+    assert list(refused.value.refused) == [uuid]
+    assert raw.get(other) == state(other, STARTED).to_json()
+    assert raw.hgetall(uuid) == {b"field": b"value"}
 
 
 def test_merge_ignores_trailing_bytes_like_go(backend: RedisBackend, raw: redis.Redis) -> None:
@@ -251,6 +269,7 @@ def counting_backend(redis_url: str) -> RedisBackend:
     warm = new_uuid()  # connect and load the script
     b.set_states([state(warm, RECEIVED), state(warm, SUCCESS)])
     b.set_state(state(warm, STARTED))
+    b.get_state(warm)  # the client's own connection too (every state write uses the lane)
     return b
 
 

@@ -18,7 +18,7 @@ from redis.crc import key_slot
 
 from bridge.brokers.base import Delivery
 from bridge.brokers.redis import RedisBroker
-from bridge.brokers.redis_layout import QueueKeys, slot_tagged
+from bridge.brokers.redis_keys import QueueKeys, slot_tagged
 from bridge.config import Config, RedisConfig
 from bridge.protocol.gotime import GoTime, parse_rfc3339, unix_nano
 from bridge.protocol.machinery import Signature, new_uuid

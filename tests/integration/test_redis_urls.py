@@ -38,7 +38,7 @@ from redis.retry import Retry
 
 from bridge.backends.redis import CHORD_MUTEX_KEY, RedisBackend
 from bridge.brokers.redis import RedisBroker
-from bridge.brokers.redis_layout import QueueKeys
+from bridge.brokers.redis_keys import QueueKeys
 from bridge.config import Config, RedisConfig
 from bridge.protocol.machinery import (
     FAILURE,
@@ -553,12 +553,12 @@ def test_broker_delayed_tasks_and_delayed_requeue_are_moved(broker: RedisBroker,
                                                             raw: RedisClient) -> None:
     queue = broker.default_queue
     now = datetime.now(UTC)
-    due_at = now + timedelta(seconds=0.3)
+    due_at = now + timedelta(seconds=1.5)  # far enough for "not due yet" on a busy machine
     later = task(queue, eta=due_at)
     broker.publish([later, task(queue)])
     assert raw.zcard(broker.delayed_tasks_key) == 1
     [held] = broker.fetch(queue, 1, 1.0)
-    broker.requeue(held, delay=0.3)  # processing list -> delayed ZSET
+    broker.requeue(held, delay=1.5)  # processing list -> delayed ZSET
     assert broker.processing(queue) == {broker.worker_id: 0}
     assert broker.delayed_count() == 2
     assert broker.move_delayed() == 0  # not due yet

@@ -35,7 +35,7 @@ from bridge.endpoints import parse_endpoint
 from bridge.protocol.celery import encode_task, new_task
 from bridge.protocol.machinery import GroupMeta, Signature, TaskState
 from bridge.relay import Relay, RelayOptions, inflight_key, open_relay
-from bridge.relay_reverse import error_text, typed_results
+from bridge.relay.reverse import error_text, typed_results
 from bridge.result import TaskFailed
 from bridge.schema import TaskSchema
 from tests.celery_worker import celery_worker

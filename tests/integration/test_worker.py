@@ -176,6 +176,33 @@ def test_async_and_process_pool_tasks(running: Running) -> None:
         == [0, 1, 4, 9]
 
 
+def test_a_dying_child_process_fails_only_its_own_task(running: Running) -> None:
+    """``--pool processes``: a child that dies fails the task it ran (machinery's retries
+    apply) and no other; tasks running beside it in other children finish, and later
+    tasks get a fresh child."""
+    from tests.integration.sample_app import die, slow_square
+
+    def register(app: Bridge) -> None:
+        app.register("die", die)
+        app.register("slow_square", slow_square)
+
+    app = running(register, pool="processes", concurrency=3)
+    beside = [app.send_task("slow_square", i) for i in range(2)]
+    doomed = app.send_task("die", 3)
+    killed = app.send_task("die", -9)  # SIGKILL, as the OOM killer sends
+    with pytest.raises(TaskFailed, match=r"^the process running die died \(exit code 3\)"):
+        doomed.get(timeout=30)
+    with pytest.raises(TaskFailed, match=r"died \(killed by SIGKILL\)"):
+        killed.get(timeout=30)
+    assert [r.get(timeout=30) for r in beside] == [0, 1]
+    later = [app.send_task("slow_square", i) for i in range(2, 8)]
+    assert [r.get(timeout=60) for r in later] == [i * i for i in range(2, 8)]
+    retried = app.signature("die", 5)
+    retried.retry_count = 1  # machinery's retry, then FAILURE
+    with pytest.raises(TaskFailed, match="exit code 5"):
+        app.send(retried).get(timeout=60)
+
+
 def test_bad_input_is_parked_with_a_reason_and_the_worker_goes_on(running: Running) -> None:
     def register(app: Bridge) -> None:
         @app.task("add")
@@ -210,7 +237,7 @@ def test_bad_input_is_parked_with_a_reason_and_the_worker_goes_on(running: Runni
 
 
 def test_unregistered_tasks_back_off_and_are_not_lost(running: Running) -> None:
-    app = running()
+    app = running(handoff_window=0.0)  # back-off from the second return on
     result = app.send_task("nobody_has_this", 1)
     ignored = app.signature("nobody_has_this_either")
     ignored.ignore_when_task_not_registered = True
@@ -222,7 +249,7 @@ def test_unregistered_tasks_back_off_and_are_not_lost(running: Running) -> None:
     where = [m for m in client.zrange(app.config.redis.delayed_tasks_key if app.config.redis
                                       else "delayed_tasks", 0, -1)
              if result.task_uuid.encode() in m]
-    where += [m for m in client.lrange(app.config.default_queue, 0, -1)
-              if result.task_uuid.encode() in m]
-    assert len(where) == 1  # back in the queue or waiting in the delayed set: not lost
+    where += [m for key in [app.config.default_queue, *client.keys("bridge:processing:*")]
+              for m in client.lrange(key, 0, -1) if result.task_uuid.encode() in m]
+    assert len(where) == 1  # in the queue, the delayed set or held right now: not lost
     assert stored(app, result.task_uuid).state in ("PENDING",)  # never run, never failed

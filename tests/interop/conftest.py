@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures import ROOT
+from tests.interop.gocraft_go import gocraft_bin  # noqa: F401  (a fixture: pytest finds it here)
 
 VERSIONS = ("v1", "v2")
 

@@ -22,9 +22,12 @@ def echo_task_name(go_type: str) -> str:
     return "echo_" + go_type.replace("[]", "slice_", 1)
 
 
-def make_app(url: str, queue: str) -> Bridge:
-    """An app serving the interop task set (the demo's add, multiply, concat and the rest)."""
-    app = demo_app(Config(broker=url, result_backend=url, default_queue=queue))  # add, ...
+def make_app(url: str, queue: str, **config: Any) -> Bridge:
+    """An app serving the interop task set (the demo's add, multiply, concat and the rest)
+    on the Redis at ``url`` (broker, backend and counters; ``config`` overrides, e.g.
+    another ``result_backend``)."""
+    settings: dict[str, Any] = {"broker": url, "result_backend": url, "default_queue": queue}
+    app = demo_app(Config(**{**settings, **config}))  # add, multiply, concat
     counters = redis.Redis.from_url(url)
 
     @app.task("fail")

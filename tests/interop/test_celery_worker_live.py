@@ -94,7 +94,7 @@ def served(redis_url: str) -> Iterator[Served]:
     producer = _producer(redis_url, celery_queue)
     handler = celery_handler_factory(redis_url, redis_url, celery_queue)
     try:
-        with worker_thread(bridge, 4, handlers=[handler]):
+        with worker_thread(bridge, 4, handlers=[handler], handoff_window=0.5):
             yield Served(redis_url, celery_queue, machinery_queue, producer, bridge)
     finally:
         _close_producer(producer)

@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 import redis
 
-from bridge import TaskFailed
 from bridge.app import Bridge
 from tests.interop.conftest import VERSIONS
 from tests.interop.go_processes import go_produce, go_worker
 from tests.interop.interop_app import echo_task_name, make_app
 from tests.interop.python_corpus import EDGE
+from tests.interop.workflow_checks import check_workflows
 from tests.worker_thread import worker_thread
 
 pytestmark = pytest.mark.go
@@ -62,21 +62,7 @@ def test_python_producer_go_worker(version: str, harness: dict[str, Path],
         for go_type, value, result in sent:
             got = result.get(timeout=60)
             assert got == _expected(go_type, value), (go_type, value, got)
-        chain = app.send_chain(app.signature("add", 1, 2), app.signature("multiply", 10),
-                               app.signature("add", 5))
-        assert chain.get(timeout=60) == 35
-        group = app.send_group(*(app.signature("add", i, i) for i in range(5)))
-        assert group.get(timeout=60) == [0, 2, 4, 6, 8]
-        key = f"count_{uuid.uuid4().hex}"
-        chord = app.send_chord([app.signature("add", i, 1) for i in range(10)],
-                               app.signature("count_call", key))
-        assert chord.get(timeout=60) == sum(range(1, 11))
-        stamp_key = f"stamp_{uuid.uuid4().hex}"
-        sent_at = time.time_ns() // 1_000_000
-        assert app.send_task("stamp", stamp_key, countdown=2).get(timeout=60) >= sent_at + 1950
-        with pytest.raises(TaskFailed, match=r"^boom <&> é$"):
-            app.send_task("fail", "boom <&> é").get(timeout=60)
-        assert app.send_task("retry_later", f"r_{uuid.uuid4().hex}").get(timeout=60) == 3
+        key = check_workflows(app)
     assert int(redis.Redis.from_url(redis_url).get(key) or 0) == 1
     app.close()
 

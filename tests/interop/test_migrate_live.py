@@ -33,15 +33,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_migrator(args: Sequence[str]) -> subprocess.CompletedProcess[str]:
-    """``python -m bridge.cli_migrate ARGS -q`` to the end."""
-    return subprocess.run([sys.executable, "-m", "bridge.cli_migrate", *args, "-q"], cwd=ROOT,
+    """``python -m bridge.cli migrate ARGS -q`` to the end."""
+    return subprocess.run([sys.executable, "-m", "bridge.cli", "migrate", *args, "-q"], cwd=ROOT,
                           capture_output=True, text=True, timeout=600)
 
 
 def kill_migrator_when(args: Sequence[str], dst_url: str, dst_queue: str, count: int) -> None:
     """Start the migrator and SIGKILL it once ``dst_queue`` holds ``count`` messages."""
     client = redis.Redis.from_url(dst_url)
-    proc = subprocess.Popen([sys.executable, "-m", "bridge.cli_migrate", *args, "-q"],
+    proc = subprocess.Popen([sys.executable, "-m", "bridge.cli", "migrate", *args, "-q"],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while client.llen(dst_queue) < count and time.monotonic() < deadline:
@@ -157,3 +157,39 @@ def test_10k_machinery_tasks_migrated_run_by_a_celery_worker(harness: dict[str, 
                        concurrency=4, extra_env={"CELERY_TEST_PREFETCH": "16"}):
         missing = wait_all(succeeded, list(expected), timeout=600)
     assert missing == [], f"{len(missing)} tasks not completed by Celery, e.g. {missing[:3]}"
+
+
+def test_results_carried_while_go_and_our_workers_race_the_migration(
+        harness: dict[str, Path], redis_url: str) -> None:
+    """``--results`` writes PENDING before it publishes (as SendTask does), so workers
+    already serving the destination never see a finished task set back to PENDING."""
+    from tests.interop.interop_app import make_app
+    from tests.worker_thread import worker_thread
+
+    src_queue, dst_queue = f"cel_{uuid.uuid4().hex[:8]}", f"go_{uuid.uuid4().hex[:8]}"
+    total = 10_000
+    broker = CeleryRedisBroker.from_url(redis_url)
+    tasks = [new_task("add", [i, 1]) for i in range(total)]
+    broker.publish_messages(src_queue, [encode_task(t) for t in tasks])
+    expected = {t.id: t.args[0] + 1 for t in tasks}
+    broker.close()
+    src = f"celery+{redis_url}?queue={src_queue}"
+    dst = f"machinery+{redis_url}?queue={dst_queue}"
+    backend = RedisBackend(redis_url)
+
+    def succeeded(chunk: list[str]) -> list[bool]:
+        states = backend.get_states(chunk)
+        return [s is not None and s.state == SUCCESS and s.results is not None
+                and s.results[0] is not None and s.results[0].value == expected[i]
+                for i, s in zip(chunk, states, strict=True)]
+
+    with go_worker(harness["v2"], redis_url, dst_queue, concurrency=8), \
+            worker_thread(make_app(redis_url, dst_queue), concurrency=8):
+        done = run_migrator([src, dst, "--batch", "200", "--results"])
+        assert done.returncode == 0, done.stdout + done.stderr
+        missing = wait_all(succeeded, list(expected), timeout=300)
+        assert missing == [], f"{len(missing)} tasks not SUCCESS, e.g. {missing[:3]}"
+    time.sleep(1)  # anything still writing would have written by now
+    states = backend.get_states(list(expected))
+    assert sum(1 for s in states if s is None or s.state != SUCCESS) == 0
+    backend.close()

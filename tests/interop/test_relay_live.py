@@ -128,7 +128,7 @@ def test_celery_chord_triggers_on_go(to_go: ToGo) -> None:
 def _relay_cli(url: str, cq: str, mq: str, log_path: Path) -> subprocess.Popen[bytes]:
     log = open(log_path, "ab")  # noqa: SIM115 - the child writes to it until it exits
     return subprocess.Popen(
-        [sys.executable, "-m", "bridge.cli_relay", "--from", f"celery+{url}?queue={cq}",
+        [sys.executable, "-m", "bridge.cli", "relay", "--from", f"celery+{url}?queue={cq}",
          "--to", f"machinery+{url}?queue={mq}", "--poll", "0.05", "-l", "INFO"],
         stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ,
                                                              "PYTHONPATH": str(ROOT)})

@@ -24,12 +24,10 @@ from bridge.protocol.celery import (
     CeleryTask,
     decode_task,
     encode_task,
-    from_signature,
     new_task,
     parse_iso,
-    to_signature,
 )
-from bridge.protocol.celery_canvas import CeleryTranslationError
+from bridge.protocol.celery_canvas import CeleryTranslationError, from_signature, to_signature
 from bridge.protocol.celery_message import CeleryMessage
 from bridge.protocol.machinery import Signature
 from tests.strategies import args as machinery_args
@@ -314,7 +312,8 @@ def test_hybrid_and_odd_layouts_reencode_exactly() -> None:
 def test_an_eta_moved_on_the_machinery_side_reaches_celery() -> None:
     from datetime import UTC, datetime, timedelta
 
-    from bridge.protocol.celery import from_signature, new_task, to_signature
+    from bridge.protocol.celery import new_task
+    from bridge.protocol.celery_canvas import from_signature, to_signature
     from bridge.protocol.gotime import GoTime
 
     due = datetime(2030, 1, 2, 3, 4, 5, 600000, tzinfo=UTC)
@@ -325,3 +324,23 @@ def test_an_eta_moved_on_the_machinery_side_reaches_celery() -> None:
     assert from_signature(sig).eta == due + timedelta(seconds=30)
     sig.eta = None
     assert from_signature(sig).eta is None
+
+
+@pytest.mark.parametrize("body", [
+    b'[[1, "x"], {"k": [true, null]}, {}]',
+    b'[["\\u00e9\\ud83d\\ude00"], {}, {}]',
+    b'[[{"__type__": "datetime", "__value__": "2024-01-02T03:04:05+00:00"}], {}, {}]',
+    b'[[{"\\u005f_type__": "bytes", "__value__": "hi"}], {}, {}]',
+    '[["caf\u00e9"], {}, {}]'.encode(),
+])
+def test_json_bodies_read_as_kombus_decoder_reads_them(body: bytes) -> None:
+    from kombu import serialization
+
+    expected = serialization.loads(body, "application/json", "utf-8", accept=["application/json"])
+    task = decode_task(_msg(body))
+    assert (task.args, task.kwargs) == (list(expected[0]), expected[1])
+
+
+def test_a_json_body_that_is_not_utf8_is_refused() -> None:
+    with pytest.raises(DecodeError, match="cannot deserialize json body"):
+        decode_task(_msg(b'[["\xff"], {}, {}]'))

@@ -17,11 +17,9 @@ from bridge.protocol.celery import (
     CeleryTask,
     decode_task,
     encode_task,
-    from_signature,
     new_task,
-    to_signature,
 )
-from bridge.protocol.celery_canvas import CeleryTranslationError
+from bridge.protocol.celery_canvas import CeleryTranslationError, from_signature, to_signature
 from bridge.protocol.celery_message import CeleryMessage
 
 HERE = Path(__file__).resolve().parents[2] / "compat_fixtures" / "celery"

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from bridge.errors import ArgTranslationError
-from bridge.protocol.celery import from_signature, new_task, to_signature
+from bridge.protocol.celery import new_task
+from bridge.protocol.celery_canvas import from_signature, to_signature
 from bridge.schema import SchemaError, TaskArgError, TaskSchema
 from bridge.task import RegisteredTask
 from bridge.types import Int8

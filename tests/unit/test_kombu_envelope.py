@@ -10,15 +10,23 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from kombu import Connection
 from kombu.transport.virtual import Channel, Message
 from kombu.utils.json import dumps as kombu_dumps
+from kombu.utils.json import loads as kombu_loads
 
 from bridge.errors import DecodeError
 from bridge.protocol.celery_message import CeleryMessage
 from bridge.protocol.kombu_envelope import (
+    MAX_HEADER_DEPTH,
+    MAY_HOLD_MARKERS,
     decode_envelope,
+    depth_over,
     from_envelope,
+    kombu_json_plain,
+    load_kombu_json,
     mark_redelivered,
     to_envelope,
 )
@@ -162,3 +170,64 @@ def test_mark_redelivered_as_kombu_restore() -> None:
     env = decode_envelope(mark_redelivered(raw))
     assert env.redelivered and env.delivery_tag == "t1"
     assert list(again) == list(json.loads(raw))
+
+
+def _depth(value: object) -> int:
+    """The nesting depth the limit counts: 1 for a flat dict or list, 0 for a scalar."""
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
+
+
+@pytest.mark.parametrize("value", [
+    {}, [], "x", 5, None, {"a": 1, "b": "c"}, {"a": [1, [2, {"b": [3]}]], "c": {}},
+    [[[]]], {"a": {"b": {"c": {"d": None}}}}, [1, {"x": [[], [[4]]]}, "y"],
+])
+def test_depth_over_matches_the_recursive_count(value: object) -> None:
+    depth = _depth(value)
+    for limit in range(0, 7):
+        assert depth_over(value, limit) is (depth > limit), (value, limit)
+
+
+@pytest.mark.parametrize("extra", [0, 1])
+def test_headers_nested_past_the_limit_are_refused(extra: int) -> None:
+    deep: Any = "leaf"
+    for level in range(MAX_HEADER_DEPTH - 1 + extra):  # the headers object is level 1
+        deep = [deep] if level % 2 else {"x": deep}
+    raw = to_envelope(CeleryMessage(BODY, headers={"task": "t", "id": "1", "deep": deep}),
+                      routing_key="q")
+    if extra:
+        with pytest.raises(DecodeError, match="nested deeper"):
+            decode_envelope(raw)
+    else:
+        assert decode_envelope(raw).message.headers["deep"] == deep
+
+
+_JSONABLE = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
+    | st.text(max_size=6) | st.sampled_from(["__type__", "\\u", "é", "__value__"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+        st.text(max_size=4) | st.sampled_from(["__type__", "__value__"]), inner, max_size=3),
+    max_leaves=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_JSONABLE, st.booleans())
+def test_plain_json_path_reads_what_kombu_reads(value: Any, ascii_only: bool) -> None:
+    text = json.dumps(value, ensure_ascii=ascii_only)
+    try:
+        expected = kombu_loads(text)
+    except Exception:
+        with pytest.raises(DecodeError):
+            load_kombu_json(text.encode())
+        return
+    assert load_kombu_json(text.encode()) == expected
+
+
+def test_a_marker_spelled_with_escapes_is_still_a_marker() -> None:
+    raw = b'{"a": {"\\u005f_type__": "bytes", "__value__": "aGk="}}'
+    assert kombu_json_plain(raw.decode()) is MAY_HOLD_MARKERS
+    assert load_kombu_json(raw) == {"a": b"aGk="} == kombu_loads(raw)  # kombu: bytes as text
+    assert kombu_json_plain('{"a": [1, "x"]}') == {"a": [1, "x"]}

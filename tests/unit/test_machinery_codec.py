@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from bridge import DecodeError, EncodeError, GroupMeta, Signature, TaskResult, TaskState
+from bridge.protocol import gojson
 from bridge.protocol.gotime import parse_rfc3339
 from bridge.protocol.machinery import Arg, new_uuid
 
@@ -109,3 +112,34 @@ def test_float32_args_and_results_are_written_in_32_bit_form() -> None:
 def test_new_uuid_has_machinerys_shape() -> None:
     value = new_uuid("group_")
     assert value.startswith("group_") and len(value) == len("group_") + 36
+
+
+def test_new_uuid_is_a_canonical_random_uuid4() -> None:
+    values = [new_uuid("") for _ in range(4000)]
+    parsed = [uuid.UUID(v) for v in values]
+    assert [str(u) for u in parsed] == values  # lowercase, hyphenated as str(uuid4())
+    assert {u.version for u in parsed} == {4} and {u.variant for u in parsed} == {
+        uuid.RFC_4122}
+    assert {v[19] for v in values} == set("89ab") and len(set(values)) == len(values)
+
+
+@pytest.mark.parametrize("key", ["OnSuccess", "onsuccess", "ONERROR", "chordCallback",
+                                 "\u212aey"])
+def test_nesting_counts_every_spelling_go_reads_as_a_link(key: str) -> None:
+    from bridge.protocol.machinery import MAX_NESTING, nesting
+
+    def chain(depth: int) -> bytes:
+        text = '{"Name":"leaf"}'
+        for _ in range(depth):
+            inner = text if key in ("chordCallback", "\u212aey") else f"[{text}]"
+            text = f'{{"Name":"n","{key}":{inner}}}'
+        return text.encode()
+
+    counted = nesting(gojson.loads_raw(chain(MAX_NESTING + 1)))
+    if key == "\u212aey":  # not a link name at all (folds to "key")
+        assert counted == 0
+        return
+    assert counted == MAX_NESTING + 1
+    with pytest.raises(DecodeError, match="levels deep"):
+        Signature.from_json(chain(MAX_NESTING + 1))
+    assert Signature.from_json(chain(MAX_NESTING)).name == "n"

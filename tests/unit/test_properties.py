@@ -10,7 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bridge import ArgTranslationError, DecodeError, GroupMeta, Signature, TaskState
+from bridge.errors import EncodeError
 from bridge.protocol import gojson
+from bridge.protocol.machinery import Arg
 from bridge.types import SUPPORTED_TYPES, arg_to_python, result_to_python, to_arg, to_python
 from tests.strategies import group_metas, json_values, signatures, task_states, typed_args
 
@@ -106,3 +108,52 @@ def test_any_python_value_raises_only_arg_translation_error(go_type: str | None,
                                                             value: Any) -> None:
     with contextlib.suppress(ArgTranslationError):
         to_arg(value, go_type)
+
+
+_PLAIN = st.text(alphabet="abcXYZ019-_.:@ ", max_size=12)
+_PLAIN_SIGNATURES = st.builds(
+    Signature, uuid=_PLAIN, name=_PLAIN, routing_key=_PLAIN, group_uuid=_PLAIN,
+    group_task_count=st.integers(-(2**63), 2**63 - 1), priority=st.integers(0, 255),
+    args=st.none() | st.lists(st.builds(Arg, name=_PLAIN, type=_PLAIN, value=json_values),
+                              max_size=3),
+    headers=st.none() | st.just({}) | st.dictionaries(_PLAIN, json_values, max_size=3),
+    retry_count=st.integers(-(2**63), 2**63 - 1), retry_timeout=st.integers(0, 10),
+    on_success=st.none() | st.lists(signatures(0), max_size=2),
+    broker_message_group_id=_PLAIN, sqs_receipt_handle=_PLAIN,
+    immutable=st.booleans(), stop_task_deletion_on_error=st.booleans(),
+    ignore_when_task_not_registered=st.booleans(),
+)
+
+
+def _exact_bytes(sig: Signature) -> bytes:
+    from bridge.protocol import machinery
+
+    machinery.FAST_WRITERS = False
+    try:
+        return sig.to_json()
+    finally:
+        machinery.FAST_WRITERS = True
+
+
+@given(_PLAIN_SIGNATURES | signatures())
+def test_the_fast_writer_writes_the_field_by_field_bytes(sig: Signature) -> None:
+    assert sig.to_json() == _exact_bytes(sig)
+
+
+@given(st.sampled_from(["uuid", "priority", "retry_count", "immutable", "group_task_count",
+                        "sqs_receipt_handle"]),
+       st.sampled_from([None, 256, -1, 2**63, "1", 1.5, True]))
+def test_a_bad_field_raises_the_same_error_either_way(field: str, value: Any) -> None:
+    sig = dataclasses.replace(Signature(uuid="u", name="n"), **{field: value})
+    errors = []
+    for fast in (True, False):
+        from bridge.protocol import machinery
+
+        machinery.FAST_WRITERS = fast
+        try:
+            errors.append(repr(sig.to_json()))
+        except EncodeError as exc:
+            errors.append(str(exc))
+        finally:
+            machinery.FAST_WRITERS = True
+    assert errors[0] == errors[1]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from redis.crc import key_slot
 
-from bridge.brokers.redis_layout import slot_tagged
+from bridge.brokers.redis_keys import slot_tagged
 from bridge.config import redact_url
 
 

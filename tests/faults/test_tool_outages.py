@@ -1,0 +1,154 @@
+"""Fault injection for the other long-running commands: ``mbridge migrate``, ``mbridge relay``
+and a producer's ``AsyncResult.get``, with their Redis restarted under them. Each goes on by
+itself, says "unreachable" and "reconnected" once, and loses nothing."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from bridge.app import Bridge
+from bridge.backends.base import new_state
+from bridge.backends.redis import RedisBackend
+from bridge.brokers.celery_redis import CeleryRedisBroker
+from bridge.brokers.redis import RedisBroker
+from bridge.config import Config
+from bridge.protocol.celery import encode_task, new_task
+from bridge.protocol.machinery import SUCCESS, Signature, TaskResult
+from tests.faults.controlled_redis import ControlledRedis
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ControlledRedis]:
+    (tmp_path / "redis").mkdir()
+    node = ControlledRedis(tmp_path / "redis")
+    node.start()
+    try:
+        yield node
+    finally:
+        node.close()
+
+
+def wait_for(what: str, done: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def restart(server: ControlledRedis, log: Path | None = None, down: float = 5.0) -> None:
+    """Stop (data kept), start again once ``log`` says "unreachable" (redis-py's own
+    retries, up to ~5.3 s of back-off, absorb a shorter outage without a word), or after
+    ``down`` seconds when there is no log to read."""
+    server.stop()
+    if log is None:
+        time.sleep(down)
+    else:
+        said = log.read_text().count("unreachable") if log.exists() else 0
+        wait_for("the tool to say Redis is unreachable",
+                 lambda: log.read_text().count("unreachable") > said, 30)
+    server.start()
+
+
+def publish_celery(url: str, queue: str, count: int) -> set[str]:
+    broker = CeleryRedisBroker.from_url(url)
+    tasks = [new_task("add", [i, 1]) for i in range(count)]
+    for start in range(0, count, 5000):
+        broker.publish_messages(queue, [encode_task(t) for t in tasks[start:start + 5000]])
+    broker.close()
+    return {t.id for t in tasks}
+
+
+def test_migrate_resumes_after_its_redis_restarts(server: ControlledRedis,
+                                                  tmp_path: Path) -> None:
+    url = server.url
+    ids = publish_celery(url, "cel", 20_000)
+    log = tmp_path / "migrate.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bridge.cli", "migrate", f"celery+{url}?queue=cel",
+             f"machinery+{url}?queue=mach", "--batch", "200", "-q"],
+            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    client = redis.Redis.from_url(url)
+    wait_for("the first batches", lambda: client.llen("mach") >= 2000, 120)
+    client.close()
+    restart(server, log)
+    assert proc.wait(timeout=300) == 0, log.read_text()
+    text = log.read_text()
+    assert "Traceback" not in text, text
+    assert text.count("unreachable") == text.count("reconnected") == 1, text
+    client = redis.Redis.from_url(url)
+    moved = [json.loads(raw)["UUID"] for raw in client.lrange("mach", 0, -1)]
+    assert len(moved) == len(ids) and set(moved) == ids  # Redis to Redis: exactly once
+    assert client.llen("cel") == 0
+    client.close()
+
+
+def test_relay_goes_on_after_its_redis_restarts(server: ControlledRedis,
+                                                tmp_path: Path) -> None:
+    url = server.url
+    log = tmp_path / "relay.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bridge.cli", "relay", "--from", f"celery+{url}?queue=cel",
+             "--to", f"machinery+{url}?queue=mach"],
+            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        first = publish_celery(url, "cel", 500)
+        client = redis.Redis.from_url(url)
+        wait_for("the first messages", lambda: client.llen("mach") >= 500, 60)
+        client.close()
+        restart(server)
+        second = publish_celery(url, "cel", 500)
+        client = redis.Redis.from_url(url)
+        wait_for("the messages sent after the restart", lambda: client.llen("mach") >= 1000,
+                 120)
+        relayed = [json.loads(raw)["UUID"] for raw in client.lrange("mach", 0, -1)]
+        client.close()
+        assert set(relayed) == first | second
+        assert proc.poll() is None, log.read_text()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    text = log.read_text()
+    assert "Traceback" not in text, text
+    assert text.count("unreachable") == text.count("reconnected") <= 1, text
+
+
+def test_async_result_get_waits_through_a_restart(server: ControlledRedis,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    url = server.url
+    config = Config(broker=url, result_backend=url, default_queue="q")
+    app = Bridge(config, broker=RedisBroker(url, config), backend=RedisBackend(url, config))
+    app.register("add", lambda a, b: a + b)
+    result = app.send_task("add", 2, 3)
+
+    def finish_after_restart() -> None:
+        restart(server)
+        writer = RedisBackend(url, config)
+        writer.set_state(new_state(Signature(uuid=result.task_uuid), SUCCESS,
+                                   [TaskResult("int64", 5)]))
+        writer.close()
+
+    caplog.set_level(logging.WARNING, logger="bridge.result")
+    thread = threading.Thread(target=finish_after_restart)
+    thread.start()
+    time.sleep(0.5)
+    assert result.get(timeout=60) == 5
+    thread.join()
+    messages = [r.getMessage() for r in caplog.records]
+    # once each way, or not at all where redis-py's own retries bridged the restart
+    assert sum("unreachable" in m for m in messages) == sum(
+        "reconnected" in m for m in messages) <= 1, messages
+    app.close()
