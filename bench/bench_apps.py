@@ -1,4 +1,4 @@
-"""The apps the worker benchmark runs: a no-op task for the bridge and for Celery.
+"""The apps the benchmarks run: a no-op task and a CPU-bound one, for the bridge and Celery.
 
 Both read $BENCH_REDIS and $BENCH_QUEUE, so the benchmark can start them as workers:
 ``mbridge worker -A bench.bench_apps:bridge_app`` and
@@ -23,6 +23,17 @@ def noop() -> None:
     """Does nothing: the benchmark measures the machinery around it."""
 
 
+def burn(n: int) -> int:
+    """About 1 ms of pure Python at n = 20,000 (holds the GIL throughout)."""
+    total = 0
+    for i in range(n):
+        total += i * i % 7
+    return total
+
+
+bridge_app.register("burn", burn)
+
+
 def _celery_app() -> object:
     from celery import Celery
 
@@ -36,6 +47,8 @@ def _celery_app() -> object:
     @app.task(name="noop")
     def celery_noop() -> None:
         """Does nothing."""
+
+    app.task(name="burn")(burn)
 
     return app
 

@@ -1,6 +1,7 @@
 """``mbridge migrate`` throughput and peak memory: Celery → machinery and back.
 
-Run: ``python -m bench.migrate_bench [--messages 100000] [--batch 1000] [--redis URL]``.
+Run: ``python -m bench.migrate_bench [--messages 100000] [--batch 1000] [--relay N]
+[--amqp URL] [--redis URL]``.
 Without ``--redis`` a private redis-server is started. N Celery tasks (``add(i, 1)``, the
 bytes Celery 5.6.2 writes) are published to a Celery queue, moved to a machinery queue, then
 moved back to another Celery queue. Each migration runs in a fresh child process, whose peak
@@ -40,8 +41,14 @@ def child(src: str, dst: str, batch: int) -> None:
 
 
 def publish(url: str, queue: str, count: int) -> float:
-    """Publish ``count`` Celery tasks in chunks; seconds taken."""
-    broker = CeleryRedisBroker.from_url(url)
+    """Publish ``count`` Celery tasks in chunks (Redis or RabbitMQ); seconds taken."""
+    broker: Any
+    if url.startswith("amqp"):
+        from bridge.brokers.celery_amqp import CeleryAmqpBroker
+
+        broker = CeleryAmqpBroker.from_url(url)
+    else:
+        broker = CeleryRedisBroker.from_url(url)
     started = time.perf_counter()
     for start in range(0, count, 10_000):
         broker.publish_messages(queue, [encode_task(new_task("add", [i, 1]))
@@ -56,23 +63,74 @@ def run_child(src: str, dst: str, batch: int) -> dict[str, Any]:
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
-def measure(url: str, count: int, batch: int, tag: str) -> list[dict[str, Any]]:
-    """Celery → machinery → Celery for ``count`` messages; one row per direction."""
+def measure(url: str, count: int, batch: int, tag: str, broker: str = ""
+            ) -> list[dict[str, Any]]:
+    """Celery → machinery → Celery for ``count`` messages; one row per direction. The
+    queues are on ``broker`` (default: the Redis at ``url``, which holds the states)."""
+    broker = broker or url
+    backend = f"&backend={url}" if broker != url else ""
     client = redis.Redis.from_url(url)
     client.flushdb()
-    publish(url, f"celery_{tag}", count)
+    publish(broker, f"celery_{tag}", count)
     rows = []
-    legs = [(f"celery+{url}?queue=celery_{tag}", f"machinery+{url}?queue=machinery_{tag}",
-             "Celery -> machinery"),
-            (f"machinery+{url}?queue=machinery_{tag}", f"celery+{url}?queue=back_{tag}",
-             "machinery -> Celery")]
+    where = " (RabbitMQ)" if broker != url else ""
+    legs = [(f"celery+{broker}?queue=celery_{tag}{backend}",
+             f"machinery+{broker}?queue=machinery_{tag}{backend}", "Celery -> machinery"),
+            (f"machinery+{broker}?queue=machinery_{tag}{backend}",
+             f"celery+{broker}?queue=back_{tag}{backend}", "machinery -> Celery")]
     for src, dst, label in legs:
         result = run_child(src, dst, batch)
         assert result["moved"] == count and result["left"] == 0, result
         used = int(client.info("memory")["used_memory"])
-        rows.append({"direction": label, "messages": count, "seconds": result["elapsed"],
-                     "rate": count / result["elapsed"], "rss_mb": result["maxrss_kb"] / 1024,
-                     "redis_mb": used / 2**20})
+        rows.append({"direction": label + where, "messages": count,
+                     "seconds": result["elapsed"], "rate": count / result["elapsed"],
+                     "rss_mb": result["maxrss_kb"] / 1024, "redis_mb": used / 2**20})
+    client.flushdb()
+    client.close()
+    return rows
+
+
+def relay_leg(url: str, src: str, dst: str, dst_queue: str, count: int) -> dict[str, Any]:
+    """``mbridge relay SRC → DST`` over a full source queue: msg/s from the first message on
+    the destination to the last, and the relay's peak RSS (VmHWM) before it stops."""
+    client = redis.Redis.from_url(url)
+    proc = subprocess.Popen([sys.executable, "-m", "bridge.cli", "relay", "--from", src,
+                             "--to", dst, "-l", "warning"], stdout=subprocess.DEVNULL)
+    try:
+        first = None
+        deadline = time.monotonic() + 600 + count / 500
+        while (moved := int(client.llen(dst_queue))) < count:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"relay stopped or stalled at {moved} of {count}")
+            if first is None and moved:
+                first = (time.monotonic(), moved)
+            time.sleep(0.01)
+        last = time.monotonic()
+        with open(f"/proc/{proc.pid}/status") as status:
+            hwm = next(int(line.split()[1]) for line in status if line.startswith("VmHWM"))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+        client.close()
+    began, already = first or (last, 0)
+    return {"rate": (count - already) / max(last - began, 1e-9), "rss_mb": hwm / 1024}
+
+
+def relay_rows(url: str, count: int) -> list[dict[str, Any]]:
+    """Celery → machinery, then machinery → Celery, each by a running relay."""
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    publish(url, "celery_relay", count)
+    rows = []
+    for src, dst, queue, label in (
+            (f"celery+{url}?queue=celery_relay", f"machinery+{url}?queue=machinery_relay",
+             "machinery_relay", "relay Celery -> machinery"),
+            (f"machinery+{url}?queue=machinery_relay", f"celery+{url}?queue=back_relay",
+             "back_relay", "relay machinery -> Celery")):
+        leg = relay_leg(url, src, dst, queue, count)
+        rows.append({"direction": label, "messages": count, "seconds": count / leg["rate"],
+                     "rate": leg["rate"], "rss_mb": leg["rss_mb"],
+                     "redis_mb": int(client.info("memory")["used_memory"]) / 2**20})
     client.flushdb()
     client.close()
     return rows
@@ -83,6 +141,10 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--redis", default="", help="a Redis URL (its database is FLUSHED)")
+    parser.add_argument("--relay", type=int, default=0, metavar="N",
+                        help="also time a running relay over N messages each way")
+    parser.add_argument("--amqp", default="", metavar="URL",
+                        help="also move --messages over RabbitMQ at URL (states in Redis)")
     parser.add_argument("--child", nargs=2, metavar=("SRC", "DST"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -93,12 +155,17 @@ def main() -> None:
         rows = measure(url, REFERENCE, args.batch, "ref")
         if args.messages != REFERENCE:
             rows += measure(url, args.messages, args.batch, "main")
-    print(f"{'direction':<22}{'messages':>11}{'seconds':>10}{'msg/s':>10}"
+        if args.amqp:
+            rows += measure(url, args.messages, args.batch, "amqp", broker=args.amqp)
+        if args.relay:
+            rows += relay_rows(url, args.relay)
+    print(f"{'direction':<32}{'messages':>11}{'seconds':>10}{'msg/s':>10}"
           f"{'peak RSS MB':>13}{'Redis MB':>10}")
     for row in rows:
-        print(f"{row['direction']:<22}{row['messages']:>11,}{row['seconds']:>10.1f}"
+        print(f"{row['direction']:<32}{row['messages']:>11,}{row['seconds']:>10.1f}"
               f"{row['rate']:>10,.0f}{row['rss_mb']:>13.1f}{row['redis_mb']:>10.0f}")
-    print(f"batch {args.batch}; each migration in a fresh process; peak RSS = its ru_maxrss")
+    print(f"batch {args.batch}; each migration in a fresh process; peak RSS = its ru_maxrss "
+          "(a relay's: its VmHWM once the last message arrived)")
 
 
 if __name__ == "__main__":

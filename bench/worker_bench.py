@@ -12,6 +12,7 @@ Run (after `bash .ci/setup`): ``python -m bench.worker_bench --tasks 20000 --cel
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import statistics
@@ -70,14 +71,17 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def machinery_run(url: str, n: int, cmd: Callable[[str], list[str]], env: dict[str, str],
-                  client: redis.Redis) -> float:
-    """Fill a fresh queue with N machinery no-op tasks, start a worker, return tasks/s."""
+                  client: redis.Redis, task: str = "noop", *args: Any) -> float:
+    """Fill a fresh queue with N machinery tasks (``task(*args)``, default no-op), start a
+    worker, return tasks/s."""
     client.flushdb()
     queue = f"bench_{uuid.uuid4().hex[:6]}"
     app = Bridge(Config(broker=url, result_backend=url, default_queue=queue))
+    types = ["int64"] * len(args)
     results = []
     for offset in range(0, n, 5000):
-        batch = [app.signature("noop") for _ in range(min(5000, n - offset))]
+        batch = [app.signature(task, *args, arg_types=types)
+                 for _ in range(min(5000, n - offset))]
         results += app.send_batch(batch)
     proc = start(cmd(queue), {**env, "BENCH_QUEUE": queue})
     try:
@@ -90,12 +94,12 @@ def machinery_run(url: str, n: int, cmd: Callable[[str], list[str]], env: dict[s
 
 
 def celery_run(url: str, n: int, pool: str, concurrency: int, env: dict[str, str],
-               client: redis.Redis) -> float:
+               client: redis.Redis, task: str = "noop", *args: Any) -> float:
     """The same for a Celery worker (acks_late) on Celery's own queue and result keys."""
     client.flushdb()
     queue = f"bench_{uuid.uuid4().hex[:6]}"
     env = {**env, "BENCH_QUEUE": queue, "BENCH_CELERY": "1"}
-    ids = celery_publish(url, queue, n, env)
+    ids = celery_publish(url, queue, n, env, task, *args)
     cmd = [sys.executable, "-m", "celery", "-A", "bench.bench_apps:celery_app", "worker",
            "-P", pool, "-c", str(concurrency), "-Q", queue, "-l", "warning",
            "--without-gossip", "--without-mingle", "--without-heartbeat"]
@@ -108,11 +112,13 @@ def celery_run(url: str, n: int, pool: str, concurrency: int, env: dict[str, str
     return n / (last - first)
 
 
-def celery_publish(url: str, queue: str, n: int, env: dict[str, str]) -> list[str]:
-    code = ("import sys; from bench.bench_apps import celery_app as a; "
-            "t = a.tasks['noop']; "
-            "[print(t.apply_async(queue=sys.argv[1]).id) for _ in range(int(sys.argv[2]))]")
-    out = subprocess.run([sys.executable, "-c", code, queue, str(n)], env=env, cwd=ROOT,
+def celery_publish(url: str, queue: str, n: int, env: dict[str, str], task: str = "noop",
+                   *args: Any) -> list[str]:
+    code = ("import sys, json; from bench.bench_apps import celery_app as a; "
+            "t = a.tasks[sys.argv[3]]; args = json.loads(sys.argv[4]); "
+            "[print(t.apply_async(args, queue=sys.argv[1]).id) for _ in range(int(sys.argv[2]))]")
+    out = subprocess.run([sys.executable, "-c", code, queue, str(n), task, json.dumps(args)],
+                         env=env, cwd=ROOT,
                          capture_output=True, text=True, check=True).stdout
     return out.split()
 
@@ -148,18 +154,57 @@ def latency(send_and_get: Callable[[], Any], count: int) -> tuple[float, float]:
     return statistics.median(samples), samples[int(len(samples) * 0.99) - 1]
 
 
+def bench_setup(url: str, concurrency: int) -> tuple[dict[str, str], redis.Redis, list[str]]:
+    """The environment the apps read, a client of the Redis, our worker's command."""
+    env = {**os.environ, "BENCH_REDIS": url, "PYTHONPATH": str(ROOT)}
+    ours = [sys.executable, "-m", "bridge.cli", "worker", "-A", "bench.bench_apps:bridge_app",
+            "-c", str(concurrency), "-l", "warning"]
+    return env, redis.Redis.from_url(url), ours
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def bridge_latency(url: str, env: dict[str, str], cmd: Callable[[str], list[str]],
-                   count: int) -> tuple[float, float]:
-    """p50/p99 ms of send → result through a worker started by ``cmd(queue)``."""
+                   count: int) -> tuple[float, float, float]:
+    """p50/p99 ms of send → result through a worker started by ``cmd(queue)``, and the
+    worker's CPU % over 3 s idle after them (waiting, not polling, is near 0)."""
     queue = f"lat_{uuid.uuid4().hex[:6]}"
     proc = start(cmd(queue), {**env, "BENCH_QUEUE": queue})
     app = Bridge(Config(broker=url, result_backend=url, default_queue=queue))
     try:
         app.send_task("noop").get(timeout=60, interval=0.001)  # warm up
-        return latency(lambda: app.send_task("noop").get(timeout=60, interval=0.001), count)
+        p50, p99 = latency(lambda: app.send_task("noop").get(timeout=60, interval=0.001),
+                           count)
+        before = cpu_seconds(proc.pid)
+        time.sleep(3)
+        return p50, p99, (cpu_seconds(proc.pid) - before) / 3 * 100
     finally:
         stop(proc)
         app.close()
+
+
+def print_parts(part: str, url: str, env: dict[str, str], ours: list[str], go: list[str],
+                samples: int) -> None:
+    """``--only``: the producers' rates (median of 3) or the round-trip latency."""
+    if part == "producers":
+        runs = [producer_rates(url, 5000) for _ in range(3)]
+        print(f"{'producer (publish + PENDING state)':48} {'tasks/s':>9}")
+        for name in runs[0]:
+            print(f"{name:48} {statistics.median(r[name] for r in runs):9.0f}")
+        return
+    print(f"{'round trip of one task':48} {'p50 ms':>9} {'p99 ms':>9} {'idle CPU %':>11}")
+    for name, cmd in (("bridge producer → bridge worker", [*ours, "-Q"]),
+                      ("bridge producer → Go machinery v2 worker", [*go, "--queue"])):
+
+        def command(queue: str, head: list[str] = cmd) -> list[str]:
+            return [*head, queue]
+
+        p50, p99, idle = bridge_latency(url, env, command, samples)
+        print(f"{name:48} {p50:9.2f} {p99:9.2f} {idle:11.1f}")
 
 
 def main() -> None:
@@ -172,14 +217,16 @@ def main() -> None:
                         help="run the workers this many times, alternating; report medians")
     parser.add_argument("--quick", action="store_true",
                         help="only the bridge and Go workers (no Celery, producers, latency)")
+    parser.add_argument("--only", choices=["producers", "latency"],
+                        help="only the producers' rates, or only the round-trip latency")
     args = parser.parse_args()
     c = args.concurrency
     with local_redis() as url:
-        env = {**os.environ, "BENCH_REDIS": url, "PYTHONPATH": str(ROOT)}
-        client = redis.Redis.from_url(url)
-        ours = [sys.executable, "-m", "bridge.cli", "worker", "-A", "bench.bench_apps:bridge_app",
-                "-c", str(c), "-l", "warning"]
+        env, client, ours = bench_setup(url, c)
         go = [str(HARNESS), "worker", "--broker", url, "--backend", url, "--concurrency", str(c)]
+        if args.only:
+            print_parts(args.only, url, env, ours, go, args.latency_samples)
+            return
         samples: dict[str, list[float]] = {}
         for _ in range(args.rounds):  # alternate, so a slow spell of the machine hits all
             runs: list[tuple[str, Callable[[], float]]] = [
@@ -222,9 +269,9 @@ def main() -> None:
     print(f"\n{'producer (publish + PENDING state)':48} {'tasks/s':>9}")
     for name, rate in produce.items():
         print(f"{name:48} {rate:9.0f}")
-    print(f"\n{'round trip of one task':48} {'p50 ms':>9} {'p99 ms':>9}")
-    for name, (p50, p99) in lat.items():
-        print(f"{name:48} {p50:9.2f} {p99:9.2f}")
+    print(f"\n{'round trip of one task':48} {'p50 ms':>9} {'p99 ms':>9} {'idle CPU %':>11}")
+    for name, (p50, p99, idle) in lat.items():
+        print(f"{name:48} {p50:9.2f} {p99:9.2f} {idle:11.1f}")
 
 
 if __name__ == "__main__":

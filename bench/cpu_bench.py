@@ -1,0 +1,58 @@
+"""CPU-bound tasks: one worker process against every core, and against Celery's prefork.
+
+Each task is about 1 ms of pure Python (``bench.bench_apps.burn(20000)``, which holds the
+GIL), on one Redis, same run: our worker with threads (one process: the GIL lets one task
+run at a time), ours with ``--pool processes`` (a child per thread), Celery prefork, all
+at ``-c`` = the number of cores. Prints tasks/s and the ratios.
+
+Run (after `bash .ci/setup`): ``python -m bench.cpu_bench --tasks 4000 --rounds 3``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+from collections.abc import Callable
+
+from bench.worker_bench import bench_setup, celery_run, machinery_run
+from bridge.localredis import local_redis
+
+WORK = 20000  # burn(n): about 1 ms
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--tasks", type=int, default=4000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=os.cpu_count() or 2)
+    args = parser.parse_args()
+    c = args.concurrency
+    with local_redis() as url:
+        env, client, ours = bench_setup(url, c)
+        runs: dict[str, Callable[[], float]] = {
+            f"bridge worker, threads (-c {c}, one process)": lambda: machinery_run(
+                url, args.tasks, lambda q: [*ours, "-Q", q], env, client, "burn", WORK),
+            f"bridge worker, --pool processes (-c {c})": lambda: machinery_run(
+                url, args.tasks, lambda q: [*ours, "--pool", "processes", "-Q", q], env,
+                client, "burn", WORK),
+            f"Celery 5 worker (prefork -c {c}, acks_late)": lambda: celery_run(
+                url, args.tasks, "prefork", c, env, client, "burn", WORK),
+        }
+        samples: dict[str, list[float]] = {}
+        for _ in range(args.rounds):  # alternate, so a slow spell of the machine hits all
+            for name, run in runs.items():
+                samples.setdefault(name, []).append(run())
+    rows = {name: statistics.median(values) for name, values in samples.items()}
+    single, processes, celery = rows.values()
+    print(f"CPU-bound tasks (~1 ms of pure Python each), {os.cpu_count()} cores, "
+          f"median of {args.rounds} round(s)")
+    print(f"{'worker':48} {'tasks/s':>9} {'range':>14}")
+    for name, rate in rows.items():
+        print(f"{name:48} {rate:9.0f} {min(samples[name]):6.0f}-{max(samples[name]):<6.0f}")
+    print(f"\n--pool processes vs one process: {processes / single:.2f}x; "
+          f"vs Celery prefork: {processes / celery:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
