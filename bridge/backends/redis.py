@@ -342,12 +342,7 @@ class RedisBackend(Backend):
         """
         if self._cluster or len(states) < 2:  # cluster scripts must stay within one slot
             refused: dict[str, str] = {}
-            for state in states:
-                if state.task_uuid not in refused:
-                    try:
-                        self.set_state(state)
-                    except ForeignKeyError as exc:
-                        refused[state.task_uuid] = str(exc)
+            self._set_each(states, refused)
             if refused:  # every other state is written
                 raise StatesRefused(refused)
             return
@@ -387,14 +382,19 @@ class RedisBackend(Backend):
                     redo.add(state.task_uuid)
                 else:
                     self.written_in_redis(state)
-        for state in states:  # the careful way, in order, for the few that need it
-            if state.task_uuid in redo and state.task_uuid not in refused:
+        self._set_each([s for s in states if s.task_uuid in redo], refused)  # the few
+        if refused:  # every other state is written
+            raise StatesRefused(refused)
+
+    def _set_each(self, states: Sequence[TaskState], refused: dict[str, str]) -> None:
+        """The careful way: each state by ``set_state``, in order; a task refused for a
+        foreign key (noted in ``refused``) has none of its later states written."""
+        for state in states:
+            if state.task_uuid not in refused:
                 try:
                     self.set_state(state)
                 except ForeignKeyError as exc:
                     refused[state.task_uuid] = str(exc)
-        if refused:  # every other state is written
-            raise StatesRefused(refused)
 
     def written_in_redis(self, state: TaskState) -> None:
         """``state`` was written by a script (its bytes made in Redis): this process no
