@@ -413,7 +413,7 @@ def connect(url: str, config: RedisConfig | None = None, **overrides: Any) -> Re
         if target.db:
             log.warning("Redis Cluster has only db 0; ignoring db %d of %s",
                         target.db, _shown(url))
-        nodes = [redis.cluster.ClusterNode(host, port)  # type: ignore[no-untyped-call]
+        nodes = [redis.cluster.ClusterNode(host, port)  # type: ignore[no-untyped-call, unused-ignore]
                  for host, port in target.addresses]
         try:  # RedisCluster reads the slot map right away
             return redis.cluster.RedisCluster(startup_nodes=nodes, **common)
@@ -444,8 +444,8 @@ def _sentinel_master(url: str, target: RedisTarget, cfg: RedisConfig, common: di
         sentinel_kwargs["retry"] = _Retry(
             f"{_shown(url)} (a Sentinel)",
             _auth_hint(bool(cfg.sentinel_password), "redis.sentinel_password"))
-    sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+    sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call, unused-ignore]
         list(target.addresses), sentinel_kwargs=sentinel_kwargs, **master_kwargs)
-    master: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+    master: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call, unused-ignore]
         cfg.master_name, db=target.db)
     return master

@@ -298,7 +298,7 @@ class CeleryRedisBackend:
         waits for the PUBLISH (re-reading each second). :class:`ResultTimeout` after
         ``timeout`` s."""
         key = self.task_key(task_id)
-        pubsub = self.client.pubsub(  # type: ignore[no-untyped-call]
+        pubsub = self.client.pubsub(  # type: ignore[no-untyped-call, unused-ignore]
             ignore_subscribe_messages=True)
         pubsub.subscribe(key)
         try:
@@ -328,7 +328,7 @@ class CeleryRedisBackend:
         """Celery's ``_set``: MULTI SETEX (or SET) + PUBLISH EXEC."""
         pipe = self.client.pipeline(transaction=True)
         if self.expires:
-            pipe.execute_command(  # type: ignore[no-untyped-call]
+            pipe.execute_command(  # type: ignore[no-untyped-call, unused-ignore]
                 "SETEX", key, self.expires, value)
         else:
             pipe.set(key, value)

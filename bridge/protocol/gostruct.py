@@ -130,6 +130,9 @@ class GoStruct:
     # the values (see the fast paths at the end of the module).
     _KEYS: ClassVar[tuple[str, ...]]
     _FAST: ClassVar[Callable[[Pairs], Any] | None] = None
+    # The quickest reader: the whole text read by msgspec into typed structs
+    # (bridge.protocol.typed_decode); None for what only the pairs path reads as Go does.
+    _QUICK: ClassVar[Callable[[Any], Any] | None] = None
 
     @classmethod
     def _setup(cls) -> None:
@@ -177,6 +180,9 @@ class GoStruct:
         """Decode as machinery's consumers do (``json.Decoder`` with ``UseNumber``). Raises
         DecodeError, and only that, for bytes that are not this struct (nested too deeply
         to decode included)."""
+        quickest = cls._QUICK
+        if quickest is not None and (made := quickest(data)) is not None:
+            return made  # type: ignore[no-any-return]
         raw = gojson.loads_raw(data)
         if raw is None:
             return cls()  # Go: decoding null into a struct leaves it at its zero value

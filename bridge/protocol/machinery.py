@@ -17,8 +17,8 @@ from datetime import datetime
 from typing import Any
 
 from bridge.errors import DecodeError, EncodeError
-from bridge.protocol import gojson
-from bridge.protocol.gojson import Pairs, quote
+from bridge.protocol import gojson, typed_decode
+from bridge.protocol.gojson import JSONNumber, Pairs, quote
 from bridge.protocol.gostruct import (
     INT64_MAX,
     INT64_MIN,
@@ -73,6 +73,14 @@ turn it off to get the field-by-field bytes they compare with)."""
 _NEEDS_ESCAPE = gojson.NEEDS_ESCAPE
 
 
+def _plain_strings(items: list[Any]) -> bool:
+    """A non-empty list of strings that need no escaping."""
+    for item in items:
+        if type(item) is not str:
+            return False
+    return bool(items) and _NEEDS_ESCAPE("".join(items)) is None
+
+
 @dataclass(slots=True, eq=True)
 class Arg(GoStruct):
     """One positional task argument: ``{"Name", "Type", "Value"}``.
@@ -89,9 +97,27 @@ class Arg(GoStruct):
         name, go_type = self.name, self.type
         if (FAST_WRITERS and type(name) is str and type(go_type) is str
                 and _NEEDS_ESCAPE(name + go_type) is None):
-            out.append(f'{{"Name":"{name}","Type":"{go_type}","Value":')
-            gojson.write(self.value, out, f32=go_type in _FLOAT32_TYPES)
-            out.append("}")
+            value = self.value
+            kind = type(value)
+            if kind is str and _NEEDS_ESCAPE(value) is None:
+                out.append(f'{{"Name":"{name}","Type":"{go_type}","Value":"{value}"}}')
+            elif kind is int:
+                out.append(f'{{"Name":"{name}","Type":"{go_type}","Value":{value}}}')
+            elif kind is bool:
+                out.append(f'{{"Name":"{name}","Type":"{go_type}","Value":'
+                           f'{"true" if value else "false"}}}')
+            elif kind is JSONNumber:
+                out.append(f'{{"Name":"{name}","Type":"{go_type}","Value":{value.literal}}}')
+            elif kind is float and go_type not in _FLOAT32_TYPES:
+                out.append(f'{{"Name":"{name}","Type":"{go_type}","Value":'
+                           f'{gojson.format_float64(value)}}}')
+            elif kind is list and _plain_strings(value):
+                out.append(f'{{"Name":"{name}","Type":"{go_type}","Value":["'
+                           + '","'.join(value) + '"]}')
+            else:
+                out.append(f'{{"Name":"{name}","Type":"{go_type}","Value":')
+                gojson.write(value, out, f32=go_type in _FLOAT32_TYPES)
+                out.append("}")
             return
         out.append('{"Name":')
         write_str(out, self.name, "Arg.Name")
@@ -195,7 +221,21 @@ class Signature(GoStruct):
         out.append(f'{{"UUID":"{uuid}","Name":"{name}","RoutingKey":"{routing_key}","ETA":')
         write_time(out, self.eta)
         out.append(f',"GroupUUID":"{group_uuid}","GroupTaskCount":{count},"Args":')
-        write_structs(out, self.args)
+        args = self.args
+        if args is None:
+            out.append("null")
+        else:
+            out.append("[")
+            first = True
+            for arg in args:
+                if not first:
+                    out.append(",")
+                first = False
+                if arg is None:
+                    out.append("null")
+                else:
+                    arg._write(out)
+            out.append("]")
         out.append(',"Headers":')
         headers = self.headers
         if headers is None:
@@ -206,7 +246,10 @@ class Signature(GoStruct):
             gojson.write(headers, out)
         out.append(f',"Priority":{priority},"Immutable":{"true" if immutable else "false"},'
                    f'"RetryCount":{retry_count},"RetryTimeout":{retry_timeout},"OnSuccess":')
-        self._write_links(out)
+        if self.on_success is None and self.on_error is None and self.chord_callback is None:
+            out.append('null,"OnError":null,"ChordCallback":null')
+        else:
+            self._write_links(out)
         out.append(f',"BrokerMessageGroupId":"{group_id}","SQSReceiptHandle":"{receipt}",'
                    f'"StopTaskDeletionOnError":{"true" if stop else "false"},'
                    f'"IgnoreWhenTaskNotRegistered":{"true" if ignore else "false"}}}')
@@ -554,3 +597,5 @@ Arg._FAST = _fast_arg
 TaskResult._FAST = _fast_result
 Signature._FAST = _fast_signature
 TaskState._FAST = _fast_task_state
+Signature._QUICK, TaskState._QUICK = typed_decode.readers(
+    Signature, Arg, TaskState, TaskResult, MAX_NESTING)
