@@ -516,8 +516,11 @@ def _utc_iso(value: datetime | str | None, what: str) -> str | None:
             parse_iso(value, what)
         return value
     aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-    return datetime.fromtimestamp(aware.timestamp(), UTC).replace(
-        microsecond=aware.microsecond).isoformat()
+    try:
+        return datetime.fromtimestamp(aware.timestamp(), UTC).replace(
+            microsecond=aware.microsecond).isoformat()
+    except (ValueError, OverflowError):  # no UTC date (year 0 or 10000): its own offset
+        return aware.isoformat()
 
 
 def new_task(

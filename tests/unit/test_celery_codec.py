@@ -29,6 +29,7 @@ from bridge.protocol.celery import (
 )
 from bridge.protocol.celery_canvas import CeleryTranslationError, from_signature, to_signature
 from bridge.protocol.celery_message import CeleryMessage
+from bridge.protocol.gotime import parse_rfc3339
 from bridge.protocol.machinery import Signature
 from tests.strategies import args as machinery_args
 from tests.strategies import json_values, text, times
@@ -252,6 +253,15 @@ def test_machinery_celery_machinery_is_exact(sig: Signature, name: str) -> None:
     assert to_signature(task) == sig
     again = decode_task(encode_task(task))  # through the wire too
     assert to_signature(again) == sig
+
+
+@pytest.mark.parametrize("eta", ["0001-01-01T00:00:00+02:00", "0001-01-01T00:00:00.5-00:30",
+                                 "9999-12-31T23:59:59-03:00"])
+def test_an_eta_with_no_utc_date_crosses_both_ways(eta: str) -> None:
+    """Go's zero time east of UTC is year 0 in UTC: the ETA keeps its own offset."""
+    sig = Signature(uuid="task_1", name="t", eta=parse_rfc3339(eta))
+    task = from_signature(sig)
+    assert to_signature(task) == sig == to_signature(decode_task(encode_task(task)))
 
 
 def test_markers_stay_untyped_and_exact() -> None:
