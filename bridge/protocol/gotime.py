@@ -8,6 +8,7 @@ nanoseconds so a decoded ETA or CreatedAt is written back byte-for-byte.
 from __future__ import annotations
 
 import re
+import time
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -15,6 +16,7 @@ from bridge.errors import DecodeError, EncodeError
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _new_datetime = datetime.__new__
+_YEAR_10000 = 253402300800  # Unix seconds of 10000-01-01, past datetime's range
 
 # Go's strict RFC 3339 form (time/format_rfc3339.go parseRFC3339) plus what its
 # fallback time.Parse(RFC3339, ...) also takes: a comma before the fraction.
@@ -59,6 +61,11 @@ class GoTime(datetime):
     @classmethod
     def from_unix_nano(cls, ns: int, tz: timezone = UTC) -> GoTime:
         """The instant ``ns`` nanoseconds after the Unix epoch (Go's time.Unix(0, ns))."""
+        seconds, below = divmod(ns, 1_000_000_000)
+        if tz is UTC and 0 <= seconds < _YEAR_10000:  # the common case, a third of the time
+            made: GoTime = _new_datetime(cls, *time.gmtime(seconds)[:6], below // 1000, UTC)
+            made._ns = below % 1000
+            return made
         micros, rest = divmod(ns, 1000)
         dt = (_EPOCH + timedelta(microseconds=micros)).astimezone(tz)
         return cls.from_datetime(dt, rest)

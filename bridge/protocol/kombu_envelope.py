@@ -22,6 +22,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 from kombu.utils.json import dumps as kombu_dumps
 from kombu.utils.json import loads as kombu_loads
 from kombu.utils.json import object_hook as kombu_object_hook
@@ -137,12 +138,16 @@ def kombu_json_plain(text: str) -> Any:
     with no Python call per object. Anything else: :data:`MAY_HOLD_MARKERS`."""
     if "__type__" in text or "\\u" in text:
         return MAY_HOLD_MARKERS
-    return _plain_loads(text)
+    try:  # msgspec, in half the time, where it reads the text at all
+        return _quick_loads(text)
+    except Exception:  # what it refuses (NaN, 1e400, trailing bytes...): json's answer
+        return _plain_loads(text)
 
 
 MAY_HOLD_MARKERS: Any = object()
 """What :func:`kombu_json_plain` returns for a text kombu's marker hook must read."""
 _plain_loads = json.JSONDecoder().decode
+_quick_loads = msgspec.json.Decoder().decode
 
 
 def load_kombu_json(raw: bytes | str) -> Any:

@@ -344,6 +344,19 @@ class TaskState(GoStruct):
         return self.state == FAILURE
 
     def _write(self, out: list[str]) -> None:
+        uuid, name, state, error, ttl = (
+            self.task_uuid, self.task_name, self.state, self.error, self.ttl)
+        if (FAST_WRITERS and type(uuid) is str and type(name) is str and type(state) is str
+                and type(error) is str and type(ttl) is int and INT64_MIN <= ttl <= INT64_MAX
+                and _NEEDS_ESCAPE(uuid + name + state + error) is None):
+            # the common case (strings that need no escaping) in a few appends
+            out.append(f'{{"TaskUUID":"{uuid}","TaskName":"{name}","State":"{state}",'
+                       '"Results":')
+            write_structs(out, self.results)
+            out.append(f',"Error":"{error}","CreatedAt":')
+            write_time(out, self.created_at)
+            out.append(f',"TTL":{ttl}}}')
+            return
         self._write_head(out)
         write_str(out, self.task_name, "TaskState.TaskName")
         self._write_middle(out)

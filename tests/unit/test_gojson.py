@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bridge.errors import DecodeError, EncodeError
 from bridge.protocol import gojson
@@ -116,6 +118,18 @@ def test_time_parsing_rules() -> None:
                 "2024-05-06T24:00:00Z", "2024-05-06T07:08:09+24:00", "x"]:
         with pytest.raises(DecodeError):
             parse_rfc3339(bad)
+
+
+@given(st.integers(-(10**19), 253402300799 * 10**9 + 999_999_999))
+def test_from_unix_nano_is_the_epoch_plus_the_duration(ns: int) -> None:
+    """The quick way (gmtime) is the arithmetic way, to the nanosecond, in UTC."""
+    made = GoTime.from_unix_nano(ns)
+    micros, rest = divmod(ns, 1000)
+    expected = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros)
+    assert type(made) is GoTime and made.tzinfo is UTC and made.nanosecond == rest
+    assert datetime(*made.timetuple()[:6], made.microsecond, tzinfo=UTC) == expected
+    assert unix_nano(made) == ns
+    assert format_rfc3339(made) == format_rfc3339(GoTime.from_datetime(expected, rest))
 
 
 def test_gotime_keeps_nanoseconds_in_equality_and_unix_nano() -> None:

@@ -30,6 +30,7 @@ from bridge.protocol.kombu_envelope import (
     mark_redelivered,
     to_envelope,
 )
+from tests.unit.test_fast_paths import identical
 
 BODY = b'[[2, 3], {}, {"callbacks": null, "errbacks": null, "chain": null, "chord": null}]'
 HEADERS: dict[str, Any] = {
@@ -231,3 +232,32 @@ def test_a_marker_spelled_with_escapes_is_still_a_marker() -> None:
     assert kombu_json_plain(raw.decode()) is MAY_HOLD_MARKERS
     assert load_kombu_json(raw) == {"a": b"aGk="} == kombu_loads(raw)  # kombu: bytes as text
     assert kombu_json_plain('{"a": [1, "x"]}') == {"a": [1, "x"]}
+
+
+_EDGE_TEXTS = ["1e400", "-1e400", "[NaN]", "[Infinity, -Infinity]", "1" * 4300, "1" * 4301,
+               "-0", "-0.0", "4.9e-324", "2.2250738585072011e-308", "0.1e1", "1E+2",
+               '{"a":1,"a":2,"b":{"c":[1.5,null,true]}}', "[1, 2] ", "[1, 2] x", " ", "",
+               "[" * 999 + "]" * 999, "[" * 1000 + "]" * 1000, '"\\n\\t\\/\\""', "{'a':1}"]
+
+
+@pytest.mark.parametrize("text", _EDGE_TEXTS)
+def test_the_quick_plain_reader_is_json_s_reader(text: str) -> None:
+    """msgspec reads a marker-free text as json's decoder does, or json decides."""
+    def outcome(loads: Any) -> tuple[str, Any]:
+        try:
+            return "value", loads(text)
+        except Exception as exc:
+            return type(exc).__name__, str(exc)
+
+    quick, plain = outcome(kombu_json_plain), outcome(json.JSONDecoder().decode)
+    assert quick[0] == plain[0] and (identical(quick[1], plain[1]) if quick[0] == "value"
+                                     else quick[1] == plain[1])
+
+
+@settings(max_examples=300, deadline=None)
+@given(_JSONABLE | st.floats(allow_nan=False) | st.lists(st.floats(allow_nan=False)))
+def test_quick_plain_values_are_json_s_to_the_bit(value: Any) -> None:
+    text = json.dumps(value, ensure_ascii=False)
+    quick = kombu_json_plain(text)
+    if quick is not MAY_HOLD_MARKERS:  # a text with a \u escape: kombu's own reader
+        assert identical(quick, json.loads(text))

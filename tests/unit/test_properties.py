@@ -12,9 +12,16 @@ from hypothesis import strategies as st
 from bridge import ArgTranslationError, DecodeError, GroupMeta, Signature, TaskState
 from bridge.errors import EncodeError
 from bridge.protocol import gojson
-from bridge.protocol.machinery import Arg
+from bridge.protocol.machinery import STATES, Arg, TaskResult
 from bridge.types import SUPPORTED_TYPES, arg_to_python, result_to_python, to_arg, to_python
-from tests.strategies import group_metas, json_values, signatures, task_states, typed_args
+from tests.strategies import (
+    group_metas,
+    json_values,
+    signatures,
+    task_states,
+    times,
+    typed_args,
+)
 
 settings.register_profile("ci", max_examples=300, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
@@ -125,12 +132,12 @@ _PLAIN_SIGNATURES = st.builds(
 )
 
 
-def _exact_bytes(sig: Signature) -> bytes:
+def _exact_bytes(struct: Signature | TaskState) -> bytes:
     from bridge.protocol import machinery
 
     machinery.FAST_WRITERS = False
     try:
-        return sig.to_json()
+        return struct.to_json()
     finally:
         machinery.FAST_WRITERS = True
 
@@ -140,20 +147,48 @@ def test_the_fast_writer_writes_the_field_by_field_bytes(sig: Signature) -> None
     assert sig.to_json() == _exact_bytes(sig)
 
 
+_PLAIN_STATES = st.builds(
+    TaskState, task_uuid=_PLAIN, task_name=_PLAIN, state=st.sampled_from(STATES) | _PLAIN,
+    results=st.none() | st.lists(st.none() | st.builds(
+        TaskResult, type=st.sampled_from(["int64", "string", "float32"]),
+        value=st.integers(-5, 5) | _PLAIN | st.floats(allow_nan=False, allow_infinity=False))),
+    error=_PLAIN, created_at=times, ttl=st.integers(-(2**63), 2**63 - 1))
+
+
+@given(_PLAIN_STATES | task_states)
+def test_the_fast_state_writer_writes_the_field_by_field_bytes(state: TaskState) -> None:
+    fast, exact = _both_ways(state)  # the same bytes, or the same error (a float32 too big)
+    assert fast == exact
+
+
+def _both_ways(struct: Signature | TaskState) -> list[str]:
+    """What the fast writer and the field-by-field one make of ``struct``: bytes or error."""
+    from bridge.protocol import machinery
+
+    outcomes = []
+    for fast in (True, False):
+        machinery.FAST_WRITERS = fast
+        try:
+            outcomes.append(repr(struct.to_json()))
+        except EncodeError as exc:
+            outcomes.append(str(exc))
+        finally:
+            machinery.FAST_WRITERS = True
+    return outcomes
+
+
+@given(st.sampled_from(["task_uuid", "task_name", "state", "error", "ttl"]),
+       st.sampled_from([None, 2**63, -(2**63) - 1, 1, 1.5, "a\"<>&\u2028", b"x"]))
+def test_a_bad_state_field_raises_the_same_error_either_way(field: str, value: Any) -> None:
+    fast, exact = _both_ways(dataclasses.replace(TaskState("u", "n", "PENDING"),
+                                                 **{field: value}))
+    assert fast == exact
+
+
 @given(st.sampled_from(["uuid", "priority", "retry_count", "immutable", "group_task_count",
                         "sqs_receipt_handle"]),
        st.sampled_from([None, 256, -1, 2**63, "1", 1.5, True]))
 def test_a_bad_field_raises_the_same_error_either_way(field: str, value: Any) -> None:
-    sig = dataclasses.replace(Signature(uuid="u", name="n"), **{field: value})
-    errors = []
-    for fast in (True, False):
-        from bridge.protocol import machinery
-
-        machinery.FAST_WRITERS = fast
-        try:
-            errors.append(repr(sig.to_json()))
-        except EncodeError as exc:
-            errors.append(str(exc))
-        finally:
-            machinery.FAST_WRITERS = True
-    assert errors[0] == errors[1]
+    fast, exact = _both_ways(dataclasses.replace(Signature(uuid="u", name="n"),
+                                                 **{field: value}))
+    assert fast == exact
