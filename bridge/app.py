@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from bridge.backends.base import Backend, new_state
 from bridge.brokers.base import Broker
 from bridge.config import Config, ConfigError, default_config, given_config
+from bridge.errors import StatesRefused
 from bridge.outage import Endpoint, probe
 from bridge.protocol.gotime import GoTime
 from bridge.protocol.machinery import PENDING, Signature, TaskState, new_uuid
@@ -225,26 +226,45 @@ class Bridge:
         in one Redis: ``bridge.redis_send``)."""
         self._prepare(sig)
         backend, broker = self.backend, self.broker
+        one_trip = self._one_trip_sender()
+        if one_trip is None or not one_trip.send(sig):
+            backend.set_state_pending(sig)
+            broker.publish([sig])
+        return AsyncResult(sig.uuid, backend)
+
+    def _one_trip_sender(self) -> OneTripSend | None:
+        """The one-round-trip sender when the broker and the backend share a Redis."""
+        backend, broker = self.backend, self.broker
         if self._one_trip_for != (id(backend), id(broker)):
             from bridge.redis_send import OneTripSend  # Redis only when it is used
 
             self._one_trip_for = (id(backend), id(broker))
             self._one_trip = OneTripSend.between(backend, broker)
-        if self._one_trip is None or not self._one_trip.send(sig):
-            backend.set_state_pending(sig)
-            broker.publish([sig])
-        return AsyncResult(sig.uuid, backend)
+        return self._one_trip
 
     def send_task(self, name: str, *args: Any, **options: Any) -> AsyncResult:
         """Build and send one task; see ``signature`` for the options."""
         return self.send(self.signature(name, *args, **options))
 
     def send_batch(self, signatures: Sequence[Signature]) -> list[AsyncResult]:
-        """Send many tasks with one pipelined state write and one pipelined publish."""
+        """Send many tasks: each one's PENDING state, then its message (SendTask for each).
+
+        Where the broker and backend share a Redis, states and messages go by script calls
+        streamed in one round trip; otherwise (and for what those leave) one pipelined
+        state write, then one pipelined publish. A task whose state is refused (a foreign
+        key) is not published; the others are, and then ``StatesRefused`` is raised.
+        """
         for sig in signatures:
             self._prepare(sig)
-        self.backend.set_states([_pending(sig) for sig in signatures])
-        self.broker.publish(signatures)
+        one_trip = self._one_trip_sender()
+        left = list(signatures) if one_trip is None else one_trip.send_many(signatures)
+        if left:
+            try:
+                self.backend.set_states([_pending(sig) for sig in left])
+            except StatesRefused as exc:
+                self.broker.publish([sig for sig in left if sig.uuid not in exc.refused])
+                raise
+            self.broker.publish(left)
         return [AsyncResult(sig.uuid, self.backend) for sig in signatures]
 
     def send_chain(self, *signatures: Signature) -> ChainResult:

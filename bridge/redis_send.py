@@ -10,18 +10,28 @@ pool, an ETA in the future, a key that needs the careful write) goes the two-ste
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import redis
 from redis.commands.core import Script
 
 from bridge.backends.base import Backend, new_state
-from bridge.backends.redis import PENDING_THEN_PUSH_SCRIPT, RedisBackend
+from bridge.backends.redis import (
+    PENDING_THEN_PUSH_MANY_SCRIPT,
+    PENDING_THEN_PUSH_SCRIPT,
+    RedisBackend,
+)
 from bridge.brokers.base import Broker
 from bridge.brokers.redis import RedisBroker
 from bridge.protocol.gotime import unix_nano
-from bridge.protocol.machinery import PENDING, Signature
+from bridge.protocol.machinery import PENDING, Signature, TaskState
 from bridge.redisconn import RedisClient
 from bridge.redislane import run_script
+
+CHUNK = 200
+"""Tasks per script call of ``send_many``: small enough that Redis runs one while the next
+is made, large enough that a call's overhead is shared."""
 
 
 def _server(client: RedisClient) -> tuple[object, ...] | None:
@@ -45,6 +55,8 @@ class OneTripSend:
         self._backend = backend
         self._broker = broker
         self._script: Script = backend.client.register_script(PENDING_THEN_PUSH_SCRIPT)
+        self._many: Script = backend.client.register_script(PENDING_THEN_PUSH_MANY_SCRIPT)
+        self._many_loaded = False
 
     @classmethod
     def between(cls, backend: Backend, broker: Broker) -> OneTripSend | None:
@@ -70,3 +82,55 @@ class OneTripSend:
             return False
         self._backend.written_in_redis(state)
         return True
+
+    def send_many(self, signatures: Sequence[Signature]) -> list[Signature]:
+        """Each signature's PENDING state, then its message, by script calls of ``CHUNK``
+        tasks a queue, each sent while Redis runs the one before; the signatures left for
+        the two-step way (an ETA in the future, a key that needs the careful write, or
+        all of them when the connection is busy), in order."""
+        now = time.time_ns()
+        left: list[Signature] = []
+        queues: dict[str, list[Signature]] = {}
+        for sig in signatures:
+            if sig.eta is not None and unix_nano(sig.eta) > now:
+                left.append(sig)
+                continue
+            if not sig.routing_key:
+                sig.routing_key = self._broker.default_queue
+            queues.setdefault(sig.routing_key, []).append(sig)
+        chunks = [(queue, tasks[start:start + CHUNK]) for queue, tasks in queues.items()
+                  for start in range(0, len(tasks), CHUNK)]
+        if not chunks:
+            return left
+        if not self._many_loaded:
+            self._backend.client.script_load(PENDING_THEN_PUSH_MANY_SCRIPT)
+            self._many_loaded = True
+        states: list[list[TaskState]] = []  # each chunk's, filled as its command is made
+        replies = self._backend.lane.run_streamed(self._commands(chunks, states))
+        if replies is None:
+            return list(signatures)
+        for (_queue, chunk), written_states, reply in zip(chunks, states, replies, strict=True):
+            if isinstance(reply, redis.exceptions.NoScriptError):  # nothing ran
+                self._many_loaded = False
+                left += chunk
+            elif isinstance(reply, Exception):
+                raise reply
+            else:
+                for sig, state, written in zip(chunk, written_states, reply, strict=True):
+                    if written == 1:
+                        self._backend.written_in_redis(state)
+                    else:
+                        left.append(sig)
+        return left
+
+    def _commands(self, chunks: list[tuple[str, list[Signature]]],
+                  states: list[list[TaskState]]) -> Iterator[tuple[Any, ...]]:
+        sha, ttl = self._many.sha, self._backend.ttl
+        for queue, chunk in chunks:
+            args: list[Any] = [ttl]
+            pending = [new_state(sig, PENDING) for sig in chunk]
+            states.append(pending)
+            for state in pending:
+                args += ("P", state.to_json(), b"", b"")
+            yield ("EVALSHA", sha, len(chunk) + 1, *(sig.uuid for sig in chunk), queue, *args,
+                   *(sig.to_json() for sig in chunk))

@@ -148,6 +148,24 @@ PENDING_THEN_PUSH_SCRIPT = ("local nkeys = 1" + _SPLICE_LOOP
                             + "if out[1] == 1 then redis.call('RPUSH', KEYS[2], ARGV[6]) end\n"
                             + "return out[1]\n")
 
+# The same for KEYS[1..n] (ARGV[2..4n+1]), then RPUSH onto KEYS[n+1] the messages
+# ARGV[4n+1+i] of the states written, in order: SendTask for a batch in one script call.
+PENDING_THEN_PUSH_MANY_SCRIPT = ("local nkeys = #KEYS - 1" + _SPLICE_LOOP + """
+local queue, batch = KEYS[#KEYS], {}
+for i = 1, nkeys do
+  if out[i] == 1 then
+    batch[#batch + 1] = ARGV[4 * nkeys + 1 + i]
+    if #batch == 1000 then
+      redis.call('RPUSH', queue, unpack(batch))
+      batch = {}
+    end
+  end
+end
+if #batch > 0 then redis.call('RPUSH', queue, unpack(batch)) end
+return out
+""")
+
+
 class GroupMetaNotFoundError(BridgeError, LookupError):
     """No group meta under a group UUID (Go: ``redigo: nil returned``, issue #352)."""
 

@@ -4,6 +4,7 @@ whenever the one trip cannot keep machinery's order (another server, an ETA, a f
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -121,5 +122,54 @@ def test_send_batch_writes_what_send_writes(shared: tuple[Bridge, redis.Redis, s
     given = app.signature("add", 1, 1)
     given.uuid = f"task_{uuid.uuid4()}"
     client.hset(given.uuid, "not", "a state")
-    with pytest.raises(StatesRefused):
-        app.send_batch([app.signature("add", 2, 1), given])
+    fine = app.signature("add", 2, 1)
+    with pytest.raises(StatesRefused) as refused:
+        app.send_batch([fine, given])
+    assert list(refused.value.refused) == [given.uuid]
+    bodies = client.lrange(queue, 0, -1)
+    assert len(bodies) == 302  # the refused task is not published, the other one is
+    assert Signature.from_json(bodies[-1]).uuid == fine.uuid
+    assert client.type(given.uuid) == b"hash"
+
+
+def test_send_batch_streams_script_calls_in_one_round_trip(
+        shared: tuple[Bridge, redis.Redis, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many tasks, two queues, an ETA and a state stored by an older write: every task's
+    PENDING state is written before its message is pushed, each message once, in order; a
+    state stored in another shape goes the careful way, and its message after the others."""
+    from bridge import redis_send
+
+    app, client, queue = shared
+    other = f"{queue}_b"
+    app.send_batch([app.signature("add", 0, 0)])  # warm up: connections, scripts
+    client.delete(queue)
+    stale = app.signature("add", 7, 7)
+    stale.uuid = f"task_{uuid.uuid4()}"
+    client.set(stale.uuid, json.dumps({"State": "STARTED", "TaskUUID": stale.uuid}))
+    sigs = [app.signature("add", i, 1, queue=other if i % 3 == 0 else "")
+            for i in range(3 * redis_send.CHUNK + 7)]
+    later = app.signature("add", 1, 2, countdown=60)
+    reads: list[int] = []
+    read_response = redis.connection.AbstractConnection.read_response
+
+    def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        reads.append(1)
+        return read_response(self, *args, **kwargs)
+
+    monkeypatch.setattr(redis.connection.AbstractConnection, "read_response", counted)
+    results = app.send_batch([stale, *sigs, later])
+    monkeypatch.undo()
+    mine = [s for s in sigs if s.routing_key == queue]
+    theirs = [s for s in sigs if s.routing_key == other]
+    chunks = -(-len(mine) // redis_send.CHUNK) + -(-len(theirs) // redis_send.CHUNK)
+    assert len(reads) >= chunks  # one reply per script call, read after all were sent
+    assert [Signature.from_json(b).uuid for b in client.lrange(other, 0, -1)] == [
+        s.uuid for s in theirs]
+    pushed = [Signature.from_json(b).uuid for b in client.lrange(queue, 0, -1)]
+    assert sorted(pushed) == sorted([s.uuid for s in mine] + [stale.uuid])
+    assert pushed == [s.uuid for s in mine] + [stale.uuid]  # first given, pushed last
+    assert client.zcard("delayed_tasks") >= 1 and client.llen(queue) == len(mine) + 1
+    raws = client.mget([r.task_uuid for r in results])
+    states = [TaskState.from_json(raw or b"") for raw in raws]
+    assert all(s.state == "PENDING" and s.task_name == "add" for s in states)
+    assert [s.to_json() for s in states] == raws
