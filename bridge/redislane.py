@@ -16,7 +16,7 @@ from redis.commands.core import Script
 
 from bridge.redisconn import RedisClient
 
-SPIN_NS = int(os.environ.get("BRIDGE_REDIS_SPIN_US", "200")) * 1000
+SPIN_NS = int(os.environ.get("BRIDGE_REDIS_SPIN_US", "100")) * 1000
 """How long a lane's round trip polls for its reply before its read blocks (0: never)."""
 
 
@@ -40,6 +40,8 @@ class Lane:
         self._skips: bool | None = None  # does the server take CLIENT REPLY SKIP?
         self._poller: Any = None  # a poll object for the connection's socket
         self._polled: Any = None  # the socket it polls
+        self._spins_to_skip = 0  # round trips without a spin, after one that ran out
+        self._spins_skipped = 0
 
     def run(self, commands: Sequence[Sequence[Any]]) -> list[Any] | None:
         """Every command's reply (a ResponseError in place of a failed command's), in one
@@ -108,9 +110,17 @@ class Lane:
     def _spin_for_reply(self, conn: Any) -> None:
         """Wait up to ``SPIN_NS`` for the reply by polling the socket (the thread stays awake)
         before the read blocks: a sleeping thread's wake-up costs this VM ~40 µs a round
-        trip, longer than Redis takes to answer. Go's netpoller spins the same way."""
+        trip, longer than Redis takes to answer. Go's netpoller spins the same way.
+
+        Adaptive, like a spinning mutex: a spin that ran out (a busy server, a blocking
+        command, an idle queue) turns spinning off for the next 1, 2, 4 ... 64 round trips;
+        a reply caught spinning turns it back on. So a loaded worker does not burn a core
+        polling, and an idle one sleeps in its blocking reads."""
         sock = conn._sock
         if sock is None or SPIN_NS <= 0:
+            return
+        if self._spins_skipped < self._spins_to_skip:
+            self._spins_skipped += 1
             return
         poller = self._poller
         if poller is None or self._polled is not sock:
@@ -118,8 +128,12 @@ class Lane:
             poller.register(sock, select.POLLIN)
             self._polled = sock
         deadline = time.perf_counter_ns() + SPIN_NS
-        while not poller.poll(0) and time.perf_counter_ns() < deadline:
-            pass
+        while not poller.poll(0):
+            if time.perf_counter_ns() >= deadline:  # ran out: skip more spins before the next
+                self._spins_to_skip = min(2 * self._spins_to_skip + 1, 64)
+                self._spins_skipped = 0
+                return
+        self._spins_to_skip = self._spins_skipped = 0
 
     def run_quiet(self, commands: Sequence[Sequence[Any]], quiet: Collection[int]
                   ) -> list[Any] | None:
