@@ -5,7 +5,9 @@ One loop, batched. Each turn it fetches up to ``batch`` messages from the source
 to the direction's :class:`Side` (``bridge.relay.forward`` for Celery → machinery,
 ``bridge.relay.reverse`` for machinery → Celery), and, every ``poll_interval``, reads the
 states of every task id it still owes a result for in one round trip per 1,000 ids and
-writes the finished ones into the producing side's result backend.
+writes the finished ones into the producing side's result backend. Reading grows with what
+is in flight, so the next read waits at least four times as long as the last one took:
+a deep backlog of unfinished tasks slows how soon results come back, not the relaying.
 
 The ids in flight live in Redis (``bridge.relay.track``), so a restart loses nothing.
 A message is acknowledged only after its translation is published (a crash duplicates
@@ -43,6 +45,14 @@ __all__ = ["Relay", "open_relay", "relay_name"]
 log = logging.getLogger("bridge.relay")
 
 _CHUNK = 1000
+_CARRY_SHARE = 4  # the wait between reads of what is in flight, in units of the last read
+
+
+def next_read_at(began: float, ended: float, poll_interval: float) -> float:
+    """When to read the states in flight again, after a read from ``began`` to ``ended``:
+    ``poll_interval`` later, or four times the read's length if that is longer (reading
+    takes at most a fifth of the loop's time, however much is in flight)."""
+    return ended + max(poll_interval, _CARRY_SHARE * (ended - began))
 
 
 class Relay:
@@ -78,8 +88,9 @@ class Relay:
             try:
                 self._turn(next_poll)
                 if time.monotonic() >= next_poll:
+                    began = time.monotonic()
                     self.carry()
-                    next_poll = time.monotonic() + self.options.poll_interval
+                    next_poll = next_read_at(began, time.monotonic(), self.options.poll_interval)
             except Exception as exc:  # said once per outage; the turn is tried again
                 self.signals.pause(outage.failed(exc))
                 continue
