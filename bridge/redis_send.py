@@ -17,11 +17,7 @@ import redis
 from redis.commands.core import Script
 
 from bridge.backends.base import Backend, new_state
-from bridge.backends.redis import (
-    PENDING_THEN_PUSH_MANY_SCRIPT,
-    PENDING_THEN_PUSH_SCRIPT,
-    RedisBackend,
-)
+from bridge.backends.redis import PENDING_THEN_PUSH_SCRIPT, RedisBackend
 from bridge.brokers.base import Broker
 from bridge.brokers.redis import RedisBroker
 from bridge.protocol.gotime import unix_nano
@@ -55,8 +51,7 @@ class OneTripSend:
         self._backend = backend
         self._broker = broker
         self._script: Script = backend.client.register_script(PENDING_THEN_PUSH_SCRIPT)
-        self._many: Script = backend.client.register_script(PENDING_THEN_PUSH_MANY_SCRIPT)
-        self._many_loaded = False
+        self._script_loaded = False
 
     @classmethod
     def between(cls, backend: Backend, broker: Broker) -> OneTripSend | None:
@@ -75,10 +70,10 @@ class OneTripSend:
         if not sig.routing_key:
             sig.routing_key = self._broker.default_queue
         state = new_state(sig, PENDING)
-        reply = run_script(self._backend.lane, self._script,
-                           (sig.uuid, sig.routing_key),
-                           (self._backend.ttl, "P", state.to_json(), b"", b"", sig.to_json()))
-        if reply != 1:
+        (written,) = run_script(
+            self._backend.lane, self._script, (sig.uuid, sig.routing_key),
+            (self._backend.ttl, "P", state.to_json(), b"", b"", sig.to_json()))
+        if written != 1:
             return False
         self._backend.written_in_redis(state)
         return True
@@ -102,16 +97,16 @@ class OneTripSend:
                   for start in range(0, len(tasks), CHUNK)]
         if not chunks:
             return left
-        if not self._many_loaded:
-            self._backend.client.script_load(PENDING_THEN_PUSH_MANY_SCRIPT)
-            self._many_loaded = True
+        if not self._script_loaded:
+            self._backend.client.script_load(PENDING_THEN_PUSH_SCRIPT)
+            self._script_loaded = True
         states: list[list[TaskState]] = []  # each chunk's, filled as its command is made
         replies = self._backend.lane.run_streamed(self._commands(chunks, states))
         if replies is None:
             return list(signatures)
         for (_queue, chunk), written_states, reply in zip(chunks, states, replies, strict=True):
             if isinstance(reply, redis.exceptions.NoScriptError):  # nothing ran
-                self._many_loaded = False
+                self._script_loaded = False
                 left += chunk
             elif isinstance(reply, Exception):
                 raise reply
@@ -125,7 +120,7 @@ class OneTripSend:
 
     def _commands(self, chunks: list[tuple[str, list[Signature]]],
                   states: list[list[TaskState]]) -> Iterator[tuple[Any, ...]]:
-        sha, ttl = self._many.sha, self._backend.ttl
+        sha, ttl = self._script.sha, self._backend.ttl
         for queue, chunk in chunks:
             args: list[Any] = [ttl]
             pending = [new_state(sig, PENDING) for sig in chunk]

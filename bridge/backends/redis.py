@@ -141,16 +141,11 @@ end
 """
 _SPLICE_MANY_SCRIPT = "local nkeys = #KEYS" + _SPLICE_LOOP + "return out\n"
 
-# The PENDING state of KEYS[1] as above (ARGV[1..5]), then, only if it was written, RPUSH
-# ARGV[6] onto KEYS[2]: machinery's SendTask in one round trip when the broker's list and
-# the state live in one Redis (SetStatePending strictly before Publish, as in Go).
-PENDING_THEN_PUSH_SCRIPT = ("local nkeys = 1" + _SPLICE_LOOP
-                            + "if out[1] == 1 then redis.call('RPUSH', KEYS[2], ARGV[6]) end\n"
-                            + "return out[1]\n")
-
-# The same for KEYS[1..n] (ARGV[2..4n+1]), then RPUSH onto KEYS[n+1] the messages
-# ARGV[4n+1+i] of the states written, in order: SendTask for a batch in one script call.
-PENDING_THEN_PUSH_MANY_SCRIPT = ("local nkeys = #KEYS - 1" + _SPLICE_LOOP + """
+# The PENDING states of KEYS[1..n] as above (ARGV[1..4n+1]), then RPUSH onto KEYS[n+1] the
+# messages ARGV[4n+1+i] of the states written, in order: machinery's SendTask (one task or a
+# batch) in one round trip when the broker's list and the states live in one Redis
+# (SetStatePending strictly before Publish, as in Go).
+PENDING_THEN_PUSH_SCRIPT = ("local nkeys = #KEYS - 1" + _SPLICE_LOOP + """
 local queue, batch = KEYS[#KEYS], {}
 for i = 1, nkeys do
   if out[i] == 1 then

@@ -338,7 +338,8 @@ _DECODER = json.JSONDecoder(
 # text without a -0 literal (the one integer _parse_int keeps as a JSONNumber). A -0 literal
 # is "-0" followed by neither a fraction nor an exponent, nor a digit: "-01" inside a value
 # is an error for both, but at the very start it is -0 followed by ignored trailing bytes.
-_MINUS_ZERO = re.compile(r"-0(?![0-9.eE])")
+MINUS_ZERO = re.compile(r"-0(?![0-9.eE])")
+"""A ``-0`` integer literal (Go's json.Number keeps it; an int cannot)."""
 _DECODER_NO_MINUS_ZERO = json.JSONDecoder(
     object_pairs_hook=Pairs,
     parse_float=JSONNumber,
@@ -372,7 +373,7 @@ def loads_raw(data: bytes | bytearray | memoryview | str) -> Any:
     Like Go's Decoder: leading whitespace skipped, trailing bytes ignored.
     """
     text = to_text(data)
-    if "-0" in text and (_MINUS_ZERO.search(text) is not None
+    if "-0" in text and (MINUS_ZERO.search(text) is not None
                          or text.lstrip(_WHITESPACE).startswith("-0")):
         return _loads_raw(text, _SCAN)
     return _loads_raw(text, _SCAN_NO_MINUS_ZERO)

@@ -99,23 +99,20 @@ class Arg(GoStruct):
                 and _NEEDS_ESCAPE(name + go_type) is None):
             value = self.value
             kind = type(value)
+            out.append(f'{{"Name":"{name}","Type":"{go_type}","Value":')
             if kind is str and _NEEDS_ESCAPE(value) is None:
-                out.append(f'{{"Name":"{name}","Type":"{go_type}","Value":"{value}"}}')
+                out.append(f'"{value}"}}')
             elif kind is int:
-                out.append(f'{{"Name":"{name}","Type":"{go_type}","Value":{value}}}')
+                out.append(f"{value}}}")
             elif kind is bool:
-                out.append(f'{{"Name":"{name}","Type":"{go_type}","Value":'
-                           f'{"true" if value else "false"}}}')
+                out.append("true}" if value else "false}")
             elif kind is JSONNumber:
-                out.append(f'{{"Name":"{name}","Type":"{go_type}","Value":{value.literal}}}')
+                out.append(value.literal + "}")
             elif kind is float and go_type not in _FLOAT32_TYPES:
-                out.append(f'{{"Name":"{name}","Type":"{go_type}","Value":'
-                           f'{gojson.format_float64(value)}}}')
+                out.append(gojson.format_float64(value) + "}")
             elif kind is list and _plain_strings(value):
-                out.append(f'{{"Name":"{name}","Type":"{go_type}","Value":["'
-                           + '","'.join(value) + '"]}')
+                out.append('["' + '","'.join(value) + '"]}')
             else:
-                out.append(f'{{"Name":"{name}","Type":"{go_type}","Value":')
                 gojson.write(value, out, f32=go_type in _FLOAT32_TYPES)
                 out.append("}")
             return

@@ -28,12 +28,13 @@ from typing import Annotated, Any
 
 import msgspec
 
+from bridge.protocol import gojson
 from bridge.protocol.gojson import JSONNumber
 from bridge.protocol.gostruct import INT64_MAX, INT64_MIN
 from bridge.protocol.gotime import parse_rfc3339
 
 Data = bytes | bytearray | memoryview | str
-_MINUS_ZERO = re.compile(rb"-0(?![0-9.eE])")
+_MINUS_ZERO = re.compile(gojson.MINUS_ZERO.pattern.encode())  # the same rule, for bytes
 Int64 = Annotated[int, msgspec.Meta(ge=INT64_MIN, le=INT64_MAX)]
 Uint8 = Annotated[int, msgspec.Meta(ge=0, le=255)]
 

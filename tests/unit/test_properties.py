@@ -12,8 +12,16 @@ from hypothesis import strategies as st
 from bridge import ArgTranslationError, DecodeError, GroupMeta, Signature, TaskState
 from bridge.errors import EncodeError
 from bridge.protocol import gojson
+from bridge.protocol.gojson import JSONNumber
 from bridge.protocol.machinery import STATES, Arg, TaskResult
-from bridge.types import SUPPORTED_TYPES, arg_to_python, result_to_python, to_arg, to_python
+from bridge.types import (
+    SUPPORTED_TYPES,
+    arg_to_python,
+    exact_to_python,
+    result_to_python,
+    to_arg,
+    to_python,
+)
 from tests.strategies import (
     group_metas,
     json_values,
@@ -22,6 +30,7 @@ from tests.strategies import (
     times,
     typed_args,
 )
+from tests.unit.test_fast_paths import identical
 
 settings.register_profile("ci", max_examples=300, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
@@ -108,6 +117,27 @@ def test_wrongly_typed_fields_raise_only_decode_error(fields: dict[str, Any]) ->
 def test_any_wire_value_raises_only_arg_translation_error(go_type: str, value: Any) -> None:
     with contextlib.suppress(ArgTranslationError):
         to_python(go_type, gojson.loads(gojson.dumps(value)))
+
+
+_WIRE_NUMBERS = (st.floats(allow_nan=False, allow_infinity=False).map(
+    lambda f: gojson.loads(gojson.dumps(f)))
+    | st.sampled_from(["1e400", "-1e400", "-0.0", "1.50", "3.4028236e38"]).map(JSONNumber))
+
+
+@given(st.sampled_from(sorted(SUPPORTED_TYPES)) | st.text(max_size=8),
+       json_values | st.integers() | st.floats() | _WIRE_NUMBERS
+       | st.lists(st.text(max_size=3) | st.integers(), max_size=3))
+def test_the_shortcuts_of_to_python_are_the_exact_path(go_type: str, value: Any) -> None:
+    """to_python's shortcuts (common scalars, []string) give exact_to_python's value, of the
+    same type, or the same error."""
+    outcomes = []
+    for translate in (to_python, exact_to_python):
+        try:
+            outcomes.append(("value", translate(go_type, value, position=2, name="n")))
+        except ArgTranslationError as exc:
+            outcomes.append(("error", str(exc)))
+    (kind, quick), (exact_kind, exact) = outcomes
+    assert kind == exact_kind and (identical(quick, exact) if kind == "value" else quick == exact)
 
 
 @given(st.sampled_from(sorted(SUPPORTED_TYPES)) | st.none(), json_values | st.binary())
