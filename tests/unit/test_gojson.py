@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bridge.errors import DecodeError, EncodeError
@@ -152,3 +152,58 @@ def test_gotime_pickles_with_nanoseconds() -> None:
 
     value = parse_rfc3339("2024-05-06T07:08:09.000000001+02:00")
     assert pickle.loads(pickle.dumps(value)) == value
+
+
+_MAP_TEXT = st.text(max_size=6) | st.sampled_from(
+    ["a<", ">", "&", "\u2028", "\u2029", "q\"", "\\", "\ud800", "\x00\n", "é😀", ""])
+_PLAIN_SCALARS = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | _MAP_TEXT
+_ODD_SCALARS = (st.floats(allow_nan=False, allow_infinity=False) | st.binary(max_size=4)
+                | st.sampled_from([JSONNumber("1.50"), JSONNumber("-0"), 1.0, 1e21, -0.0]))
+
+
+def _maps(keys: st.SearchStrategy[object], scalars: st.SearchStrategy[object]
+          ) -> st.SearchStrategy[dict[object, object]]:
+    return st.recursive(
+        st.dictionaries(keys, scalars, min_size=1, max_size=5),
+        lambda inner: st.dictionaries(
+            keys, inner | scalars | st.lists(inner | scalars, max_size=3)
+            | st.tuples(inner, scalars), min_size=1, max_size=5),
+        max_leaves=20)
+
+
+_FLOATS = st.floats(allow_nan=False, allow_infinity=False) | st.sampled_from([1.0, 1e21, -0.0])
+_MAPS = (_maps(_MAP_TEXT, _PLAIN_SCALARS) | _maps(_MAP_TEXT, _PLAIN_SCALARS | _FLOATS)
+         | _maps(_MAP_TEXT, _PLAIN_SCALARS | st.binary(max_size=4))
+         | _maps(_MAP_TEXT | st.integers(0, 2), _PLAIN_SCALARS | _ODD_SCALARS))
+
+
+def _map_both_ways(value: object) -> list[str]:
+    """The bytes (or the error) of the msgspec map path and of the key-by-key writer."""
+    outcomes = []
+    for fast in (True, False):
+        gojson.FAST_MAPS = fast
+        try:
+            outcomes.append(repr(gojson.dumps(value)))
+        except EncodeError as exc:
+            outcomes.append(str(exc))
+        finally:
+            gojson.FAST_MAPS = True
+    return outcomes
+
+
+@settings(max_examples=300)
+@given(_MAPS)
+def test_maps_written_by_msgspec_are_the_key_by_key_bytes(value: dict[object, object]) -> None:
+    fast, exact = _map_both_ways(value)
+    assert fast == exact
+
+
+def test_the_msgspec_map_path_takes_plain_maps_only() -> None:
+    headers = {"lang": "py", "task": "add", "timelimit": [None, None], "retries": 0,
+               "stamps": {}, "ignore_result": False, "argsrepr": "(1, 2)", "eta": None}
+    assert gojson._quick_map(headers) is not None  # the case migrate writes
+    for odd in ({"a": 1.0}, {"a": b"x"}, {"a": "<"}, {"a": "\u2028"}, {"a": 'q"'},
+                {1: "a"}, {"a": {"b": JSONNumber("1")}}, {"a": "\ud800"}):
+        assert gojson._quick_map(odd) is None, odd
+    assert _map_both_ways({"b": 1, "a": [1.0, {"c": "<"}]}) == [
+        repr(b'{"a":[1,{"c":"\\u003c"}],"b":1}')] * 2
