@@ -2,8 +2,10 @@
 
 Each task is about 1 ms of pure Python (``bench.bench_apps.burn(20000)``, which holds the
 GIL), on one Redis, same run: our worker with threads (one process: the GIL lets one task
-run at a time), ours with ``--pool processes`` (a child per thread), Celery prefork, all
-at ``-c`` = the number of cores. Prints tasks/s and the ratios.
+run at a time), ours with ``--pool processes`` (a child per thread) at ``-c`` = the number
+of cores and at twice that (a second child per core runs while the first waits for the
+worker loop to hand it its next task), Celery prefork at ``-c`` = the number of cores.
+Prints tasks/s and the ratios.
 
 Run (after `bash .ci/setup`): ``python -m bench.cpu_bench --tasks 4000 --rounds 3``
 """
@@ -13,12 +15,41 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import threading
+import time
 from collections.abc import Callable
 
+from bench.bench_apps import burn
 from bench.worker_bench import bench_setup, celery_run, machinery_run
 from bridge.localredis import local_redis
+from bridge.process_slots import ProcessSlots
 
 WORK = 20000  # burn(n): about 1 ms
+
+
+def children_alone(tasks: int, concurrency: int) -> float:
+    """Tasks/s through ``concurrency`` threads each feeding its own child process, with no
+    broker, backend or worker loop: the ceiling of ``--pool processes`` on this machine."""
+    slots = ProcessSlots()
+    per_thread = tasks // concurrency
+
+    def feed() -> None:
+        for _ in range(per_thread):
+            slots.call(burn, [WORK], {})
+
+    try:
+        feed_once = threading.Thread(target=slots.call, args=(burn, [WORK], {}))
+        feed_once.start()  # children started before the clock runs
+        feed_once.join()
+        threads = [threading.Thread(target=feed) for _ in range(concurrency)]
+        began = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return per_thread * concurrency / (time.perf_counter() - began)
+    finally:
+        slots.shutdown()
 
 
 def main() -> None:
@@ -36,6 +67,9 @@ def main() -> None:
             f"bridge worker, --pool processes (-c {c})": lambda: machinery_run(
                 url, args.tasks, lambda q: [*ours, "--pool", "processes", "-Q", q], env,
                 client, "burn", WORK),
+            f"bridge worker, --pool processes (-c {2 * c})": lambda: machinery_run(
+                url, args.tasks, lambda q: [*ours, "--pool", "processes", "-c", str(2 * c),
+                                            "-Q", q], env, client, "burn", WORK),
             f"Celery 5 worker (prefork -c {c}, acks_late)": lambda: celery_run(
                 url, args.tasks, "prefork", c, env, client, "burn", WORK),
         }
@@ -44,14 +78,17 @@ def main() -> None:
             for name, run in runs.items():
                 samples.setdefault(name, []).append(run())
     rows = {name: statistics.median(values) for name, values in samples.items()}
-    single, processes, celery = rows.values()
+    single, processes, doubled, celery = rows.values()
     print(f"CPU-bound tasks (~1 ms of pure Python each), {os.cpu_count()} cores, "
           f"median of {args.rounds} round(s)")
     print(f"{'worker':48} {'tasks/s':>9} {'range':>14}")
     for name, rate in rows.items():
         print(f"{name:48} {rate:9.0f} {min(samples[name]):6.0f}-{max(samples[name]):<6.0f}")
-    print(f"\n--pool processes vs one process: {processes / single:.2f}x; "
-          f"vs Celery prefork: {processes / celery:.2f}x")
+    ceiling = children_alone(args.tasks, c)
+    print(f"{'(ceiling: the child processes alone, no Redis)':48} {ceiling:9.0f}")
+    print(f"\n--pool processes vs one process: {processes / single:.2f}x "
+          f"(-c {2 * c}: {doubled / single:.2f}x); vs Celery prefork: {processes / celery:.2f}x "
+          f"(-c {2 * c}: {doubled / celery:.2f}x)")
 
 
 if __name__ == "__main__":
