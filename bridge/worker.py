@@ -14,13 +14,11 @@ from __future__ import annotations
 import logging
 import os
 import queue
-import random
 import signal
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -37,52 +35,18 @@ from bridge.queuestats import queue_stats
 from bridge.stop_watch import StopWatch
 from bridge.task_threads import TaskThreads
 from bridge.tasklog import TaskLog
+from bridge.worker_options import ACK_HOLD, WorkerOptions, unregistered_delay
 
 if TYPE_CHECKING:
     from bridge.metrics import WorkerMetrics
+
+__all__ = ["ACK_HOLD", "HandlerFactory", "Worker", "WorkerOptions", "unregistered_delay"]
 
 log = logging.getLogger("bridge.worker")
 
 Hook = Callable[[Signature], None]
 ErrorHandler = Callable[[Signature, BaseException], None]
 HandlerFactory = Callable[["Worker"], Handler]
-
-
-@dataclass(slots=True)
-class WorkerOptions:
-    """How a worker runs (``mbridge worker`` flags)."""
-
-    queue: str = ""
-    concurrency: int = 4
-    pool: str = "threads"  # or "processes" for CPU-bound tasks
-    graceful_timeout: float = 30.0
-    poll_timeout: float = 0.5  # longest wait on an empty queue (machinery polls every 1 s)
-    maintain_interval: float = 0.25  # heartbeat/delayed-mover checks (each runs when due)
-    max_unregistered_backoff: float = 60.0
-    handoff_window: float = 5.0
-    """For this long after it first takes a task it does not know, the worker puts it back
-    at the tail at once (as machinery does), where a worker that knows it takes it; only
-    then does each return wait, growing up to ``max_unregistered_backoff``."""
-    outage_backoff_first: float = 0.5
-    """First wait after the broker or backend could not be reached (doubling, jittered)."""
-    outage_backoff_cap: float = 30.0
-    """Longest wait between tries while the broker or backend is unreachable."""
-    metrics_interval: float = 5.0
-    """How often queue depths are sampled for the metrics (when they are served)."""
-    prefetch_multiplier: int | None = None
-    """Messages held per thread (fetched ahead of the threads); None: each handler's own
-    default (machinery 1, so a task is STARTED when a thread runs it; Celery 4, as
-    Celery's worker_prefetch_multiplier)."""
-
-
-def unregistered_delay(returns: int, cap: float, rand: Callable[[], float] = random.random
-                       ) -> float:
-    """How long a task nobody here registered waits before its ``returns``-th delayed return
-    to the queue (returns after the hand-off window): 0.25 s, 0.5 s, 1 s … up to ``cap``,
-    each scaled by ½, ¾ or 1 at random so that workers that lack it do not hand it back and
-    forth in step (three values, not a continuum: a broker with a queue per delay, as on
-    AMQP, keeps few of them)."""
-    return min(cap, 0.25 * 2.0 ** (returns - 1)) * (0.5 + 0.25 * int(rand() * 3))
 
 
 class Worker:
@@ -120,6 +84,7 @@ class Worker:
         self._process_slots: ProcessSlots | None = None
         self._done: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
         self._acks: dict[int, list[Delivery]] = {id(h): [] for h in self.handlers}
+        self._ack_by: dict[int, float] = {}  # handler: when its held-back acks must go
         self._next_upkeep = 0.0
         self._reached = False  # whether this turn reached the broker (proof it is back)
         self._fetched = False  # whether the last turn fetched anything
@@ -248,8 +213,11 @@ class Worker:
         if not self._held or (busy and len(self._drained) < len(self.handlers)):
             return 0.0
         # every queue was empty at its last fetch: wait for what runs to end (new messages
-        # are fetched within 0.1 s, as while long tasks run)
-        return 0.1 if self._running else 0.02
+        # are fetched within 0.1 s, as while long tasks run), or for held-back acks
+        wait = 0.1 if self._running else 0.02
+        if self._ack_by:
+            wait = min(wait, max(0.0, min(self._ack_by.values()) - time.monotonic()))
+        return wait
 
     def _adopt_unknown(self) -> None:
         """After a failed turn: messages the broker holds for us that we never received (a
@@ -277,14 +245,20 @@ class Worker:
                 idle = not self._held and not busy
                 timeout = opts.poll_timeout / len(self.handlers) if idle else 0.0
                 deliveries = handler.consumer.fetch(handler.queue, free, timeout, ack=acks)
+                self._ack_by.pop(id(handler), None)
                 self._reached = True
                 if len(deliveries) < free:
                     self._drained.add(id(handler))
                 else:
                     self._drained.discard(id(handler))
                 return deliveries
-            if acks:  # every thread busy: acknowledge now, not after the next task ends
+            if acks:  # every thread busy: the next fetch carries them, if it comes soon
+                by = self._ack_by.setdefault(id(handler), time.monotonic() + ACK_HOLD)
+                if time.monotonic() < by and not self._stopping.is_set():
+                    self._acks[id(handler)] = acks + self._acks[id(handler)]
+                    return []
                 handler.consumer.ack(acks)
+                self._ack_by.pop(id(handler), None)
                 self._reached = True
         except BaseException:
             self._acks[id(handler)] = acks + self._acks[id(handler)]
@@ -574,6 +548,7 @@ class Worker:
             log.exception("could not return a message to %s; recovery will", delivery.queue)
 
     def _take_acks(self, handler: Handler) -> list[Delivery]:
+        """The acks waiting for ``handler``'s consumer (put back if they do not go out)."""
         acks = self._acks[id(handler)]
         if acks:
             self._acks[id(handler)] = []

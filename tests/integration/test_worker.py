@@ -253,3 +253,41 @@ def test_unregistered_tasks_back_off_and_are_not_lost(running: Running) -> None:
               for m in client.lrange(key, 0, -1) if result.task_uuid.encode() in m]
     assert len(where) == 1  # in the queue, the delayed set or held right now: not lost
     assert stored(app, result.task_uuid).state in ("PENDING",)  # never run, never failed
+
+
+def test_a_finished_task_is_acknowledged_while_every_thread_stays_busy(
+        running: Running) -> None:
+    release = threading.Event()
+
+    def register(app: Bridge) -> None:
+        @app.task("hold")
+        def hold() -> None:
+            release.wait(30)
+
+        @app.task("quick")
+        def quick() -> None:
+            return None
+
+    app = running(register, concurrency=2)
+    try:
+        # the second hold waits in the queue while the quick task runs, so the fetch after
+        # it takes that hold and leaves no thread free for another fetch to carry its ack
+        first, quick, second = app.send_batch(
+            [app.signature("hold"), app.signature("quick"), app.signature("hold")])
+        holds = [first, second]
+        quick.get(timeout=10)
+        client = redis.Redis.from_url(app.config.broker)
+        deadline = time.monotonic() + 5
+        held: list[bytes] = []
+        while time.monotonic() < deadline:
+            held = [m for key in client.keys("bridge:processing:*")
+                    for m in client.lrange(key, 0, -1)]
+            if len(held) == 2 and all(b'"Name":"hold"' in m for m in held):
+                break
+            time.sleep(0.02)
+        # the quick task's stored result is acknowledged without waiting for a hold to end
+        assert sorted(b'"Name":"hold"' in m for m in held) == [True, True], held
+        assert all(stored(app, r.task_uuid).state == "STARTED" for r in holds)
+    finally:
+        release.set()
+    assert [r.get(timeout=10) for r in holds] == [None, None]
