@@ -210,13 +210,18 @@ class Worker:
                     self._done.put(outcome)
         if self._handed_back and not started:
             return 0.02  # only tasks we do not know came: do not spin on them
-        if not self._held or (busy and len(self._drained) < len(self.handlers)):
+        full = all(self._free(handler) <= 0 for handler in self.handlers)
+        if not self._held or (busy and not full and len(self._drained) < len(self.handlers)):
             return 0.0
-        # every queue was empty at its last fetch: wait for what runs to end (new messages
-        # are fetched within 0.1 s, as while long tasks run), or for held-back acks
+        # every queue was empty at its last fetch, or no thread is free to take more: wait
+        # for what runs to end (new messages are fetched within 0.1 s, as while long tasks
+        # run), or until held-back acks are due
         wait = 0.1 if self._running else 0.02
-        if self._ack_by:
-            wait = min(wait, max(0.0, min(self._ack_by.values()) - time.monotonic()))
+        now = time.monotonic()
+        for handler in self.handlers:
+            if self._acks[id(handler)]:
+                wait = min(wait, max(0.0, self._ack_by.setdefault(id(handler), now + ACK_HOLD)
+                                     - now))
         return wait
 
     def _adopt_unknown(self) -> None:
@@ -236,14 +241,12 @@ class Worker:
     def _fetch(self, handler: Handler, busy: bool) -> list[Delivery]:
         """Fetch for idle threads only, so a task is STARTED when a thread runs it; the
         last batch's acks ride along (and stay for the next try if the fetch fails)."""
-        opts = self.options
-        multiplier = opts.prefetch_multiplier or handler.prefetch_multiplier
-        free = 0 if handler.paused else opts.concurrency * multiplier - self._running
+        free = self._free(handler)
         acks = self._take_acks(handler)
         try:
             if free > 0:
                 idle = not self._held and not busy
-                timeout = opts.poll_timeout / len(self.handlers) if idle else 0.0
+                timeout = self.options.poll_timeout / len(self.handlers) if idle else 0.0
                 deliveries = handler.consumer.fetch(handler.queue, free, timeout, ack=acks)
                 self._ack_by.pop(id(handler), None)
                 self._reached = True
@@ -264,6 +267,13 @@ class Worker:
             self._acks[id(handler)] = acks + self._acks[id(handler)]
             raise
         return []
+
+    def _free(self, handler: Handler) -> int:
+        """How many more messages ``handler`` may fetch now (0 or less: none)."""
+        if handler.paused:
+            return 0
+        multiplier = self.options.prefetch_multiplier or handler.prefetch_multiplier
+        return self.options.concurrency * multiplier - self._running
 
     @property
     def busy(self) -> int:
