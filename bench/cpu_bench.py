@@ -32,19 +32,20 @@ def children_alone(tasks: int, concurrency: int) -> float:
     broker, backend or worker loop: the ceiling of ``--pool processes`` on this machine."""
     slots = ProcessSlots()
     per_thread = tasks // concurrency
+    ready = threading.Barrier(concurrency + 1)
 
     def feed() -> None:
+        slots.call(burn, [WORK], {})  # this thread's child started before the clock runs
+        ready.wait()
         for _ in range(per_thread):
             slots.call(burn, [WORK], {})
 
     try:
-        feed_once = threading.Thread(target=slots.call, args=(burn, [WORK], {}))
-        feed_once.start()  # children started before the clock runs
-        feed_once.join()
         threads = [threading.Thread(target=feed) for _ in range(concurrency)]
-        began = time.perf_counter()
         for thread in threads:
             thread.start()
+        ready.wait()
+        began = time.perf_counter()
         for thread in threads:
             thread.join()
         return per_thread * concurrency / (time.perf_counter() - began)

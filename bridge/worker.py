@@ -84,7 +84,7 @@ class Worker:
         self._process_slots: ProcessSlots | None = None
         self._done: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
         self._acks: dict[int, list[Delivery]] = {id(h): [] for h in self.handlers}
-        self._ack_by: dict[int, float] = {}  # handler: when its held-back acks must go
+        self._ack_by: dict[int, float] = {}  # handler: when its pending acks must go out
         self._next_upkeep = 0.0
         self._reached = False  # whether this turn reached the broker (proof it is back)
         self._fetched = False  # whether the last turn fetched anything
@@ -217,11 +217,8 @@ class Worker:
         # for what runs to end (new messages are fetched within 0.1 s, as while long tasks
         # run), or until held-back acks are due
         wait = 0.1 if self._running else 0.02
-        now = time.monotonic()
-        for handler in self.handlers:
-            if self._acks[id(handler)]:
-                wait = min(wait, max(0.0, self._ack_by.setdefault(id(handler), now + ACK_HOLD)
-                                     - now))
+        if self._ack_by:
+            wait = min(wait, max(0.0, min(self._ack_by.values()) - time.monotonic()))
         return wait
 
     def _adopt_unknown(self) -> None:
@@ -256,8 +253,8 @@ class Worker:
                     self._drained.discard(id(handler))
                 return deliveries
             if acks:  # every thread busy: the next fetch carries them, if it comes soon
-                by = self._ack_by.setdefault(id(handler), time.monotonic() + ACK_HOLD)
-                if time.monotonic() < by and not self._stopping.is_set():
+                if (time.monotonic() < self._ack_by.get(id(handler), 0.0)
+                        and not self._stopping.is_set()):
                     self._acks[id(handler)] = acks + self._acks[id(handler)]
                     return []
                 handler.consumer.ack(acks)
@@ -396,6 +393,7 @@ class Worker:
                 except Exception as exc:
                     self._at_shutdown(exc, f"could not acknowledge {len(acks)} messages")
                     return False
+                self._ack_by.pop(id(handler), None)
         return True
 
     def _return_held(self) -> None:
@@ -435,6 +433,7 @@ class Worker:
     def done(self, handler: Handler, delivery: Delivery) -> None:
         if self._release(delivery):
             self._acks[id(handler)].append(delivery)
+            self._ack_by.setdefault(id(handler), time.monotonic() + ACK_HOLD)
 
     def give_back(self, handler: Handler, deliveries: list[Delivery]) -> None:
         for delivery in deliveries:
