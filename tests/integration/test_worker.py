@@ -236,6 +236,24 @@ def test_bad_input_is_parked_with_a_reason_and_the_worker_goes_on(running: Runni
     assert broker.replay_dead(queue, 0) == 3  # operators can replay them
 
 
+_WHERE_IS = """
+local found = {}
+local function scan(members)
+  for _, m in ipairs(members) do
+    if string.find(m, ARGV[1], 1, true) then found[#found + 1] = m end
+  end
+end
+scan(redis.call('ZRANGE', KEYS[1], 0, -1))
+scan(redis.call('LRANGE', KEYS[2], 0, -1))
+for _, key in ipairs(redis.call('KEYS', 'bridge:processing:*')) do
+  scan(redis.call('LRANGE', key, 0, -1))
+end
+return found
+"""
+"""Every copy of a message (by a text it holds) in the delayed set, the queue and the
+processing lists, read at one instant."""
+
+
 def test_unregistered_tasks_back_off_and_are_not_lost(running: Running) -> None:
     app = running(handoff_window=0.0)  # back-off from the second return on
     result = app.send_task("nobody_has_this", 1)
@@ -246,11 +264,10 @@ def test_unregistered_tasks_back_off_and_are_not_lost(running: Running) -> None:
     broker = app.broker
     assert isinstance(broker, RedisBroker)
     client = redis.Redis.from_url(app.config.broker)
-    where = [m for m in client.zrange(app.config.redis.delayed_tasks_key if app.config.redis
-                                      else "delayed_tasks", 0, -1)
-             if result.task_uuid.encode() in m]
-    where += [m for key in [app.config.default_queue, *client.keys("bridge:processing:*")]
-              for m in client.lrange(key, 0, -1) if result.task_uuid.encode() in m]
+    delayed = app.config.redis.delayed_tasks_key if app.config.redis else "delayed_tasks"
+    # one script, so the snapshot is atomic: read key by key, a message moving between them
+    # (held -> delayed, delayed -> queue) could be missed or seen twice
+    where = client.eval(_WHERE_IS, 2, delayed, app.config.default_queue, result.task_uuid)
     assert len(where) == 1  # in the queue, the delayed set or held right now: not lost
     assert stored(app, result.task_uuid).state in ("PENDING",)  # never run, never failed
 
