@@ -42,7 +42,8 @@ def check_group_completion(backend: Backend, group_uuid: str, members: list[str]
 
 
 def go_memcache_trigger_chord(client: MemcacheClient, group_uuid: str, expiration: int,
-                              after_read: Callable[[], None] = lambda: None) -> bool:
+                              after_read: Callable[[], None] = lambda: None,
+                              after_lock: Callable[[], None] = lambda: None) -> bool:
     """``backends/memcache/memcache.go`` TriggerChord: read, check, spin while Lock, Set
     Lock, Replace ChordTriggered, Set unlock (deferred). True means Go fires the callback."""
     meta = GroupMeta.from_json(client.get(group_uuid))
@@ -54,6 +55,7 @@ def go_memcache_trigger_chord(client: MemcacheClient, group_uuid: str, expiratio
         time.sleep(0.005)
     meta.lock = True
     client.set(group_uuid, meta.to_json(), expire=expiration, noreply=False)  # lockGroupMeta
+    after_lock()
     try:
         meta.chord_triggered = True
         if not client.replace(group_uuid, meta.to_json(), expire=expiration, noreply=False):

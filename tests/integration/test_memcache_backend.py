@@ -286,21 +286,37 @@ def test_chord_go_holds_the_lock(backend: MemcacheBackend, raw: MemcacheClient) 
     assert backend.trigger_chord(group) is False
 
 
+def _stamp(stamps: list[float]) -> None:
+    stamps.append(time.monotonic())
+
+
 def test_chord_go_read_before_our_claim_wrote_after(backend: MemcacheBackend,
                                                     raw: MemcacheClient) -> None:
     """Go's read comes first, then our whole claim, then Go's writes: Go fires (it always
-    does after such a read), and we see its writes within the grace and step back."""
-    # Go's writes must land within the grace: the fixture's 50 ms is too short on a loaded
-    # machine (a thread switch can take longer)
+    does after such a read), and we see its writes within the grace and step back.
+
+    A Go caller stalled past the grace is the documented limit: a round where the machine
+    stalled Go's model that long (a loaded CI machine can) shows nothing and is run again.
+    """
+    # the fixture's 50 ms is too short on a loaded machine (a thread switch can take longer)
     backend.chord_grace = 0.5
     for delay in (0.0, 0.01, 0.03):
-        group = new_uuid("group_")
-        backend.init_group(group, [new_uuid()])
-        ours = Ours(backend.trigger_chord, group)
-        # Go's goroutine is preempted after its read while ours runs for ``delay`` seconds
-        assert go_memcache_trigger_chord(raw, group, backend.expiration(),
-                                         after_read=partial(ours.start, delay))
-        assert ours.result() is False, delay
+        for _ in range(3):
+            group = new_uuid("group_")
+            backend.init_group(group, [new_uuid()])
+            ours = Ours(backend.trigger_chord, group)
+            started = time.monotonic()  # ours starts watching after this
+            locked: list[float] = []
+            # Go's goroutine is preempted after its read while ours runs for ``delay`` s
+            assert go_memcache_trigger_chord(raw, group, backend.expiration(),
+                                             after_read=partial(ours.start, delay),
+                                             after_lock=partial(_stamp, locked))
+            won = ours.result()
+            if locked[0] - started < backend.chord_grace:  # Go wrote within our watch
+                assert won is False, delay
+                break
+        else:
+            pytest.fail(f"Go's model never wrote within the grace in 3 rounds (delay {delay})")
 
 
 def test_chord_nobody_else(backend: MemcacheBackend, raw: MemcacheClient) -> None:
