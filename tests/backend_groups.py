@@ -92,6 +92,11 @@ def python_callers_race(trigger: Callable[[str], bool], group_uuid: str,
     return wins
 
 
+def stamp(stamps: list[float]) -> None:
+    """Append the monotonic time now (a Go model's hook: when it wrote)."""
+    stamps.append(time.monotonic())
+
+
 class Ours:
     """Our trigger in a thread of its own, started at a chosen moment of a Go model."""
 

@@ -46,6 +46,7 @@ from tests.backend_groups import (
     check_group_completion,
     go_memcache_trigger_chord,
     python_callers_race,
+    stamp,
 )
 from tests.backend_servers import Memcached, start_memcached
 from tests.fixtures import MACHINERY
@@ -286,10 +287,6 @@ def test_chord_go_holds_the_lock(backend: MemcacheBackend, raw: MemcacheClient) 
     assert backend.trigger_chord(group) is False
 
 
-def _stamp(stamps: list[float]) -> None:
-    stamps.append(time.monotonic())
-
-
 def test_chord_go_read_before_our_claim_wrote_after(backend: MemcacheBackend,
                                                     raw: MemcacheClient) -> None:
     """Go's read comes first, then our whole claim, then Go's writes: Go fires (it always
@@ -310,7 +307,7 @@ def test_chord_go_read_before_our_claim_wrote_after(backend: MemcacheBackend,
             # Go's goroutine is preempted after its read while ours runs for ``delay`` s
             assert go_memcache_trigger_chord(raw, group, backend.expiration(),
                                              after_read=partial(ours.start, delay),
-                                             after_lock=partial(_stamp, locked))
+                                             after_lock=partial(stamp, locked))
             won = ours.result()
             if locked[0] - started < backend.chord_grace:  # Go wrote within our watch
                 assert won is False, delay
