@@ -22,6 +22,10 @@ included, sees it triggered; two Python callers can never both win. A Go caller 
 *before* our claim still fires, but it writes (its ``Lock``) right after its read: so once
 claimed, we watch the meta for ``chord_grace`` seconds and step back (return False) if
 anyone wrote it meanwhile. A meta already locked by Go means a Go worker is firing: False.
+The claim's bytes carry a mark, a trailing space (JSON to Go and to us alike): Go's last
+write (``Lock`` unset) is byte for byte an unmarked claim, so without it all three of Go's
+writes landing between our ``cas`` and our first look would pass for our own claim. Once
+the watch is over, one more ``cas`` writes Go's exact bytes; a write before it is Go's.
 What remains is Go's own race (two Go workers that read before any write both fire) and a
 Go caller stalled for longer than ``chord_grace`` between its read and its first write.
 """
@@ -54,6 +58,8 @@ DEFAULT_CHORD_GRACE = 0.1
 
 _SCHEME = "memcache://"
 _MAX_CAS_ATTEMPTS = 16
+_CLAIM_MARK = b" "
+"""Ends a claim's bytes until its watch is over: Go never writes it, and parses it (module doc)."""
 _GO_MISS = "memcache: cache miss"
 
 
@@ -237,7 +243,7 @@ class MemcacheBackend(Backend):
                           group_uuid)
                 return None
             meta.chord_triggered = True
-            data = meta.to_json()
+            data = meta.to_json() + _CLAIM_MARK
             if client.cas(group_uuid, data, token, expire=self.expiration(), noreply=False):
                 return data
         raise BridgeError(f"group meta {group_uuid!r} kept changing while triggering its chord")
@@ -258,7 +264,11 @@ class MemcacheBackend(Backend):
         if self.chord_grace > 0:
             time.sleep(self.chord_grace)
         raw, later = client.gets(group_uuid)
-        if raw is not None and later != token:
+        if raw is None:
+            return True  # purged or evicted: no Go reader can fire any more
+        # Go's exact bytes again, unless someone wrote since our claim (then Go fires)
+        if later != token or client.cas(group_uuid, claimed[:-len(_CLAIM_MARK)], later,
+                                        expire=self.expiration(), noreply=False) is False:
             log.info("group %s: a Go worker triggers its chord too; leaving it to Go",
                      group_uuid)
             return False

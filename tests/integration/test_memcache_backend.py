@@ -316,6 +316,36 @@ def test_chord_go_read_before_our_claim_wrote_after(backend: MemcacheBackend,
             pytest.fail(f"Go's model never wrote within the grace in 3 rounds (delay {delay})")
 
 
+def test_chord_go_wrote_all_between_our_claim_and_our_first_look(
+        backend: MemcacheBackend, raw: MemcacheClient) -> None:
+    """Go read before our claim, then wrote Lock, ChordTriggered and the unlock before we
+    first looked: its last write is byte for byte a claim, so only the claim's mark shows
+    that Go fires (found by a loaded run of the test above, which then both fired)."""
+    group = new_uuid("group_")
+    backend.init_group(group, [new_uuid()])
+    client = backend._client(group)
+    claimed: list[bytes | None] = []
+    assert go_memcache_trigger_chord(
+        raw, group, backend.expiration(),
+        after_read=lambda: claimed.append(backend._claim(client, group)))
+    [ours] = claimed
+    assert ours is not None
+    assert backend._unchallenged(client, group, ours) is False
+    assert GroupMeta.from_json(raw.get(group)).chord_triggered
+
+
+def test_chord_claim_ends_in_gos_exact_bytes(backend: MemcacheBackend,
+                                              raw: MemcacheClient) -> None:
+    """The claim's mark is gone once the watch is over: the meta is what Go's trigger
+    leaves (ChordTriggered, Lock unset), byte for byte."""
+    group = new_uuid("group_")
+    backend.init_group(group, [new_uuid()])
+    before = GroupMeta.from_json(raw.get(group))
+    assert backend.trigger_chord(group) is True
+    before.chord_triggered = True
+    assert raw.get(group) == before.to_json()
+
+
 def test_chord_nobody_else(backend: MemcacheBackend, raw: MemcacheClient) -> None:
     group = new_uuid("group_")
     backend.init_group(group, [new_uuid()])
