@@ -7,6 +7,12 @@ tasks/s to other load on the machine. ``--profile FILE`` writes a cProfile dump 
 worker loop thread (what the loop spends per task); run under ``valgrind --tool=callgrind``
 for instruction counts.
 
+``--burn N --pool processes -c 2`` runs ``bench.bench_apps.burn(N)`` (N = 20,000: ~1 ms of
+pure Python) in child processes instead, and adds the children's CPU per task: where the
+machine's CPU goes around a CPU-bound task (``bench.cpu_bench`` gives the throughput).
+Script calls per task (``EVALSHA`` in redis-server's command stats) count the loop's
+round trips.
+
 Run: ``python -m bench.worker_profile --tasks 5000 --rounds 3``
 """
 
@@ -18,9 +24,12 @@ import statistics
 import threading
 import time
 import uuid
+from typing import NamedTuple
 
 import redis
 
+from bench.bench_apps import burn
+from bench.worker_bench import cpu_seconds
 from bridge.app import Bridge
 from bridge.config import Config
 from bridge.localredis import local_redis
@@ -32,9 +41,32 @@ def _redis_cpu(client: redis.Redis) -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
-def one_round(url: str, n: int, concurrency: int,
-              profile: cProfile.Profile | None) -> tuple[float, float, float, float]:
-    """(wall s, own CPU s, loop thread CPU s, redis CPU s) to run ``n`` no-op tasks."""
+def _script_calls(client: redis.Redis) -> int:
+    stats = client.info("commandstats").get("cmdstat_evalsha", {})
+    return int(stats.get("calls", 0))
+
+
+def _children_cpu(worker: Worker) -> float:
+    slots = worker._process_slots
+    children = list(slots._children) if slots is not None else []
+    return sum(cpu_seconds(child.process.pid) for child in children)
+
+
+class Round(NamedTuple):
+    """Seconds of one round: wall, CPU of this process, of its loop thread, of
+    redis-server and of the task children; and redis-server's script calls."""
+
+    wall: float
+    cpu: float
+    loop: float
+    redis: float
+    children: float
+    scripts: int
+
+
+def one_round(url: str, n: int, concurrency: int, profile: cProfile.Profile | None,
+              work: int = 0, pool: str = "threads") -> Round:
+    """Run ``n`` no-op tasks (``burn(work)`` when ``work``) and measure them."""
     client = redis.Redis.from_url(url)
     client.flushdb()
     queue = f"prof_{uuid.uuid4().hex[:6]}"
@@ -44,24 +76,29 @@ def one_round(url: str, n: int, concurrency: int,
     def noop() -> None:
         """Does nothing."""
 
+    app.register("burn", burn)
     results = []
     for offset in range(0, n, 5000):
-        batch = [app.signature("noop") for _ in range(min(5000, n - offset))]
+        batch = [app.signature("burn", work, arg_types=["int64"]) if work else
+                 app.signature("noop") for _ in range(min(5000, n - offset))]
         results += app.send_batch(batch)
     keys = [r.task_uuid for r in results]
-    worker = Worker(app, WorkerOptions(queue=queue, concurrency=concurrency))
+    worker = Worker(app, WorkerOptions(queue=queue, concurrency=concurrency, pool=pool))
+    children = 0.0
 
     def done(some: list[str]) -> bool:
         return all(v is not None and b'"State":"SUCCESS"' in v for v in client.mget(some))
 
     def watch() -> None:  # cheap polling: the last few tasks, then all of them once
+        nonlocal children
         tail = keys[-4 * concurrency:]
         while not (done(tail) and all(done(keys[i:i + 5000]) for i in range(0, n, 5000))):
             time.sleep(0.02)
+        children = _children_cpu(worker)  # before the worker stops them
         worker.stop()
 
     watcher = threading.Thread(target=watch, daemon=True)
-    redis_before = _redis_cpu(client)
+    redis_before, scripts_before = _redis_cpu(client), _script_calls(client)
     cpu_before = time.process_time()
     loop_before = time.thread_time()
     began = time.perf_counter()
@@ -75,36 +112,35 @@ def one_round(url: str, n: int, concurrency: int,
     cpu = time.process_time() - cpu_before
     loop_cpu = time.thread_time() - loop_before
     redis_cpu = _redis_cpu(client) - redis_before
+    scripts = _script_calls(client) - scripts_before
     watcher.join()
     app.close()
     client.close()
-    return wall, cpu, loop_cpu, redis_cpu
+    return Round(wall, cpu, loop_cpu, redis_cpu, children, scripts)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tasks", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("-c", "--concurrency", type=int, default=8)
+    parser.add_argument("--burn", type=int, default=0,
+                        help="run burn(N) instead of no-op tasks (20000: ~1 ms)")
+    parser.add_argument("--pool", choices=("threads", "processes"), default="threads")
     parser.add_argument("--profile", help="write a cProfile dump of the worker loop here")
     parser.add_argument("--url", help="an existing Redis (default: a private redis-server)")
     args = parser.parse_args()
     profile = cProfile.Profile() if args.profile else None
 
     def run(url: str) -> None:
-        rows = [one_round(url, args.tasks, args.concurrency, profile)
+        rows = [one_round(url, args.tasks, args.concurrency, profile, args.burn, args.pool)
                 for _ in range(args.rounds)]
         n = args.tasks
-        wall = statistics.median(r[0] for r in rows)
-        cpu = statistics.median(r[1] for r in rows)
-        loop = statistics.median(r[2] for r in rows)
-        rcpu = statistics.median(r[3] for r in rows)
-        print(f"{n} tasks, median of {args.rounds}: {n / wall:6.0f} tasks/s; CPU µs/task: "
-              f"worker {cpu / n * 1e6:5.1f} (loop thread {loop / n * 1e6:5.1f}), "
-              f"redis {rcpu / n * 1e6:5.1f}")
-        for wall_s, cpu_s, loop_s, rcpu_s in rows:
-            print(f"  round: {n / wall_s:6.0f} tasks/s; worker {cpu_s / n * 1e6:5.1f} "
-                  f"(loop {loop_s / n * 1e6:5.1f}), redis {rcpu_s / n * 1e6:5.1f}")
+        median = Round(*(statistics.median(column) for column in zip(*rows, strict=True)))
+        print(f"{n} tasks, median of {args.rounds}: {n / median.wall:6.0f} tasks/s; "
+              f"CPU µs/task: {_per_task(median, n)}")
+        for row in rows:
+            print(f"  round: {n / row.wall:6.0f} tasks/s; {_per_task(row, n)}")
         if profile is not None:
             profile.dump_stats(args.profile)
 
@@ -113,6 +149,14 @@ def main() -> None:
     else:
         with local_redis() as url:
             run(url)
+
+
+def _per_task(row: Round, n: int) -> str:
+    text = (f"worker {row.cpu / n * 1e6:5.1f} (loop thread {row.loop / n * 1e6:5.1f}), "
+            f"redis {row.redis / n * 1e6:5.1f}")
+    if row.children:
+        text += f", children {row.children / n * 1e6:6.1f}"
+    return text + f"; script calls/task {row.scripts / n:4.2f}"
 
 
 if __name__ == "__main__":
