@@ -10,8 +10,9 @@ for instruction counts.
 ``--burn N --pool processes -c 2`` runs ``bench.bench_apps.burn(N)`` (N = 20,000: ~1 ms of
 pure Python) in child processes instead, and adds the children's CPU per task: where the
 machine's CPU goes around a CPU-bound task (``bench.cpu_bench`` gives the throughput).
-Script calls per task (``EVALSHA`` in redis-server's command stats) count the loop's
-round trips.
+Script calls per task (``EVALSHA`` in redis-server's command stats) count the loop's turns:
+a turn is a fetch (one call) and a state write (two calls in the same round trip: a wave
+of each task's first state, then one of the new tasks' STARTED), so three a turn.
 
 Run: ``python -m bench.worker_profile --tasks 5000 --rounds 3``
 """
