@@ -35,7 +35,12 @@ from bridge.protocol.machinery import (
     new_uuid,
 )
 from bridge.result import AsyncResult
-from tests.backend_groups import Ours, check_group_completion, python_callers_race, stamp
+from tests.backend_groups import (
+    Ours,
+    check_group_completion,
+    ours_when_go_wrote_in_time,
+    python_callers_race,
+)
 from tests.backend_servers import MotoServer
 from tests.interop.conftest import VERSIONS, harness  # noqa: F401 - the session fixture
 from tests.interop.dynamodb_go import (
@@ -372,20 +377,19 @@ def test_we_step_back_when_go_read_before_our_claim(backend: DynamoDBBackend) ->
     """Go read ChordTriggered = false, then we claim; Go locks within our grace: Go fires,
     we don't."""
     backend.chord_grace = 0.3
-    for round_ in range(3):  # a round where Go's model stalled past the grace shows nothing
-        group = f"group_c{round_}"
+    rounds = iter(range(3))
+
+    def race(after_lock: Callable[[], None]) -> bool:
+        group = f"group_c{next(rounds)}"
         backend.init_group(group, ["t"])
         ours = Ours(backend.trigger_chord, group)
-        started = time.monotonic()  # ours starts watching after this
-        locked: list[float] = []
         assert _go_trigger_chord(backend, group, after_read=partial(ours.start, 0.1),
-                                 after_lock=partial(stamp, locked))
+                                 after_lock=after_lock)
         won = ours.result()
         assert _meta_item(backend, group)["Lock"] == {"BOOL": False}
-        if locked[0] - started < backend.chord_grace:  # Go locked within our watch
-            assert not won
-            return
-    pytest.fail("Go's model never locked within the grace in 3 rounds")
+        return won
+
+    assert not ours_when_go_wrote_in_time(backend.chord_grace, race)
 
 
 def test_go_after_our_grace_is_gos_own_race(backend: DynamoDBBackend) -> None:

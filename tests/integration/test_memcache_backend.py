@@ -12,7 +12,7 @@ import socket
 import sys
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 
@@ -45,8 +45,8 @@ from tests.backend_groups import (
     Ours,
     check_group_completion,
     go_memcache_trigger_chord,
+    ours_when_go_wrote_in_time,
     python_callers_race,
-    stamp,
 )
 from tests.backend_servers import Memcached, start_memcached
 from tests.fixtures import MACHINERY
@@ -298,22 +298,17 @@ def test_chord_go_read_before_our_claim_wrote_after(backend: MemcacheBackend,
     # the fixture's 50 ms is too short on a loaded machine (a thread switch can take longer)
     backend.chord_grace = 0.5
     for delay in (0.0, 0.01, 0.03):
-        for _ in range(3):
+        def race(after_lock: Callable[[], None], delay: float = delay) -> bool:
             group = new_uuid("group_")
             backend.init_group(group, [new_uuid()])
             ours = Ours(backend.trigger_chord, group)
-            started = time.monotonic()  # ours starts watching after this
-            locked: list[float] = []
             # Go's goroutine is preempted after its read while ours runs for ``delay`` s
             assert go_memcache_trigger_chord(raw, group, backend.expiration(),
                                              after_read=partial(ours.start, delay),
-                                             after_lock=partial(stamp, locked))
-            won = ours.result()
-            if locked[0] - started < backend.chord_grace:  # Go wrote within our watch
-                assert won is False, delay
-                break
-        else:
-            pytest.fail(f"Go's model never wrote within the grace in 3 rounds (delay {delay})")
+                                             after_lock=after_lock)
+            return ours.result()
+
+        assert ours_when_go_wrote_in_time(backend.chord_grace, race) is False, delay
 
 
 def test_chord_go_wrote_all_between_our_claim_and_our_first_look(
