@@ -1,7 +1,7 @@
 """``mbridge migrate`` throughput and peak memory: Celery → machinery and back.
 
 Run: ``python -m bench.migrate_bench [--messages 100000] [--batch 1000] [--relay N]
-[--amqp URL] [--redis URL]``.
+[--amqp URL] [--redis URL] [--processes 1 2]``.
 Without ``--redis`` a private redis-server is started. N Celery tasks (``add(i, 1)``, the
 bytes Celery 5.6.2 writes) are published to a Celery queue, moved to a machinery queue, then
 moved back to another Celery queue. Each migration runs in a fresh child process, whose peak
@@ -30,11 +30,13 @@ from bridge.protocol.celery import encode_task, new_task
 REFERENCE = 10_000
 
 
-def child(src: str, dst: str, batch: int) -> None:
-    """Run one migration and print its numbers as JSON (peak RSS of this process only)."""
+def child(src: str, dst: str, batch: int, processes: int) -> None:
+    """Run one migration and print its numbers as JSON (peak RSS of this process only: a
+    helper process's is about the same)."""
     from bridge.migrate import migrate
 
-    report = migrate(parse_endpoint(src), parse_endpoint(dst), batch=batch)
+    report = migrate(parse_endpoint(src), parse_endpoint(dst), batch=batch,
+                     processes=processes)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     print(json.dumps({"moved": report.moved, "left": report.left_behind,
                       "elapsed": report.elapsed, "maxrss_kb": usage.ru_maxrss}))
@@ -57,14 +59,15 @@ def publish(url: str, queue: str, count: int) -> float:
     return time.perf_counter() - started
 
 
-def run_child(src: str, dst: str, batch: int) -> dict[str, Any]:
+def run_child(src: str, dst: str, batch: int, processes: int) -> dict[str, Any]:
     out = subprocess.run([sys.executable, "-m", "bench.migrate_bench", "--child", src, dst,
-                          "--batch", str(batch)], capture_output=True, text=True, check=True)
+                          "--batch", str(batch), "--processes", str(processes)],
+                         capture_output=True, text=True, check=True)
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
-def measure(url: str, count: int, batch: int, tag: str, broker: str = ""
-            ) -> list[dict[str, Any]]:
+def measure(url: str, count: int, batch: int, tag: str, broker: str = "",
+            processes: int = 1) -> list[dict[str, Any]]:
     """Celery → machinery → Celery for ``count`` messages; one row per direction. The
     queues are on ``broker`` (default: the Redis at ``url``, which holds the states)."""
     broker = broker or url
@@ -73,13 +76,13 @@ def measure(url: str, count: int, batch: int, tag: str, broker: str = ""
     client.flushdb()
     publish(broker, f"celery_{tag}", count)
     rows = []
-    where = " (RabbitMQ)" if broker != url else ""
+    where = " (RabbitMQ)" if broker != url else (f" -P {processes}" if processes > 1 else "")
     legs = [(f"celery+{broker}?queue=celery_{tag}{backend}",
              f"machinery+{broker}?queue=machinery_{tag}{backend}", "Celery -> machinery"),
             (f"machinery+{broker}?queue=machinery_{tag}{backend}",
              f"celery+{broker}?queue=back_{tag}{backend}", "machinery -> Celery")]
     for src, dst, label in legs:
-        result = run_child(src, dst, batch)
+        result = run_child(src, dst, batch, processes)
         assert result["moved"] == count and result["left"] == 0, result
         used = int(client.info("memory")["used_memory"])
         rows.append({"direction": label + where, "messages": count,
@@ -145,16 +148,19 @@ def main() -> None:
                         help="also time a running relay over N messages each way")
     parser.add_argument("--amqp", default="", metavar="URL",
                         help="also move --messages over RabbitMQ at URL (states in Redis)")
+    parser.add_argument("--processes", type=int, nargs="+", default=[1], metavar="N",
+                        help="move --messages with each of these --processes (Redis)")
     parser.add_argument("--child", nargs=2, metavar=("SRC", "DST"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child[0], args.child[1], args.batch)
+        child(args.child[0], args.child[1], args.batch, args.processes[0])
         return
     with ExitStack() as stack:
         url = args.redis or stack.enter_context(local_redis())
         rows = measure(url, REFERENCE, args.batch, "ref")
-        if args.messages != REFERENCE:
-            rows += measure(url, args.messages, args.batch, "main")
+        for processes in args.processes:
+            if args.messages != REFERENCE or processes > 1:
+                rows += measure(url, args.messages, args.batch, "main", processes=processes)
         if args.amqp:
             rows += measure(url, args.messages, args.batch, "amqp", broker=args.amqp)
         if args.relay:
@@ -165,7 +171,8 @@ def main() -> None:
         print(f"{row['direction']:<32}{row['messages']:>11,}{row['seconds']:>10.1f}"
               f"{row['rate']:>10,.0f}{row['rss_mb']:>13.1f}{row['redis_mb']:>10.0f}")
     print(f"batch {args.batch}; each migration in a fresh process; peak RSS = its ru_maxrss "
-          "(a relay's: its VmHWM once the last message arrived)")
+          "(-P N: of the run's process; each helper's is about the same; a relay's: its "
+          "VmHWM once the last message arrived)")
 
 
 if __name__ == "__main__":

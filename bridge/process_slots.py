@@ -33,7 +33,8 @@ class ChildDied(BridgeError):
     """The child process running a task died before it returned."""
 
 
-def _how(exitcode: int | None) -> str:
+def how_it_ended(exitcode: int | None) -> str:
+    """A child's exit code in words (``killed by SIGKILL``, ``exit code 3``)."""
     if exitcode is None:
         return "for an unknown reason"
     if exitcode < 0:
@@ -109,7 +110,7 @@ class ProcessSlots:
             child.stop(kill=True)
             child.process.join(5)
             raise ChildDied(f"the process running {getattr(func, '__name__', 'the task')} "
-                            f"died ({_how(child.process.exitcode)}); the next task runs in "
+                            f"died ({how_it_ended(child.process.exitcode)}); the next task runs in "
                             f"a fresh one") from None
         if ok:
             return value

@@ -78,6 +78,9 @@ class StderrProgress:
               help="With --unacked: the age that makes a Celery unacked message an orphan.")
 @click.option("--batch", default=1000, show_default=True, type=click.IntRange(1, 100_000),
               help="Messages per batch (at most one batch is in flight).")
+@click.option("--processes", "-P", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Move out of Redis with this many processes side by side (one batch in "
+                   "flight each; order kept within a batch, not across batches).")
 @click.option("--park", is_flag=True,
               help="Park untranslatable messages in the source's dead letters instead of "
                    "leaving them in the queue.")
@@ -87,8 +90,8 @@ class StderrProgress:
 @loglevel_option("warning")
 def migrate(src: str, dst: str, copy: bool, dry_run: bool, tasks: tuple[str, ...],
             schema: Path | None, results: bool, delayed: bool, unacked: bool,
-            unacked_older_than: float | None, batch: int, park: bool, celery_app: str | None,
-            as_json: bool, quiet: bool, loglevel: str) -> None:
+            unacked_older_than: float | None, batch: int, processes: int, park: bool,
+            celery_app: str | None, as_json: bool, quiet: bool, loglevel: str) -> None:
     """Move pending messages from SRC to DST, translating between Celery and machinery.
 
     SRC and DST are endpoints: celery+redis://HOST:PORT/DB?queue=Q&backend=URL,
@@ -117,7 +120,7 @@ def migrate(src: str, dst: str, copy: bool, dry_run: bool, tasks: tuple[str, ...
                                tasks=tasks, schema=task_schema, results=results,
                                include_delayed=delayed, include_unacked=unacked,
                                unacked_older_than=unacked_older_than, batch=batch, park=park,
-                               progress=progress, accept=sides.accept)
+                               progress=progress, accept=sides.accept, processes=processes)
     except KeyboardInterrupt:
         progress.end()
         _interrupted(sides, progress.report, holds=not (dry_run or copy), as_json=as_json)

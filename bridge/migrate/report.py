@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 __all__ = ["MAX_REASONS", "MigrationReport", "Progress", "TaskCounts"]
@@ -71,11 +71,32 @@ class MigrationReport:
             counts = self.tasks[name] = TaskCounts()
         return counts
 
-    def reason(self, task: str, reason: str) -> None:
+    def reason(self, task: str, reason: str, count: int = 1) -> None:
         key = (task, reason)
         if key not in self.reasons and len(self.reasons) >= MAX_REASONS:
             key = (task, "(other reasons)")
-        self.reasons[key] += 1
+        self.reasons[key] += count
+
+    def absorb(self, other: MigrationReport) -> None:
+        """Add the counts of ``other`` (a helper process's part of the same run)."""
+        for name in _SUMMED:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for task, counts in other.tasks.items():
+            mine = self.task(task)
+            for name in ("moved", "untranslatable", "filtered", "parked"):
+                setattr(mine, name, getattr(mine, name) + getattr(counts, name))
+        for (task, reason), count in other.reasons.items():
+            self.reason(task, reason, count)
+        self.notes += [note for note in other.notes if note not in self.notes]
+
+    def merged(self, others: list[MigrationReport]) -> MigrationReport:
+        """A new report: this one's counts and those of ``others`` (the run so far)."""
+        out = replace(self, tasks={n: replace(c) for n, c in self.tasks.items()},
+                      reasons=Counter(self.reasons), notes=list(self.notes),
+                      pending_before=dict(self.pending_before))
+        for other in others:
+            out.absorb(other)
+        return out
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready."""
@@ -134,5 +155,9 @@ class MigrationReport:
         lines += [f"  note: {note}" for note in self.notes]
         return "\n".join(lines)
 
+
+_SUMMED = ("seen", "moved", "delayed", "filtered", "untranslatable", "parked",
+           "already_published", "results_carried", "results_pending")
+"""Counts a helper process adds to the run's (the rest are the run's process's own)."""
 
 Progress = Callable[[MigrationReport], None]

@@ -39,8 +39,10 @@ class Source(ABC):
     def translate(self, held: Held, translator: Translator) -> Translated: ...
 
     @abstractmethod
-    def claim(self, batch: int, delayed: bool) -> Iterator[tuple[str, list[Held]]]:
-        """Take batches out of the source (into hold keys), delayed ones first."""
+    def claim(self, batch: int, delayed: bool, waiting: int | None = None
+              ) -> Iterator[tuple[str, list[Held]]]:
+        """Take batches out of the source (into hold keys), delayed ones first; of the
+        lists, up to ``waiting`` messages (Redis; None: what waits now)."""
 
     @abstractmethod
     def scan(self, batch: int, delayed: bool) -> Iterator[list[Held]]:
@@ -125,10 +127,11 @@ class RedisSource(Source):
 
     # ------------------------------------------------------------ taking
 
-    def claim(self, batch: int, delayed: bool) -> Iterator[tuple[str, list[Held]]]:
+    def claim(self, batch: int, delayed: bool, waiting: int | None = None
+              ) -> Iterator[tuple[str, list[Held]]]:
         return claim_batches(cast(SourceStore, self.store), batch, delayed,
                              "" if self.celery else self.queue, self.default_queue,
-                             self.pending_counts(False)["queue"])
+                             self.pending_counts(False)["queue"] if waiting is None else waiting)
 
     def scan(self, batch: int, delayed: bool) -> Iterator[list[Held]]:
         store = cast(SourceStore, self.store)
@@ -235,7 +238,8 @@ class AmqpSource(Source):
     def pending_counts(self, delayed: bool) -> dict[str, int]:
         return {"queue": int(self.broker.queue_depth(self.queue))}
 
-    def claim(self, batch: int, delayed: bool) -> Iterator[tuple[str, list[Held]]]:
+    def claim(self, batch: int, delayed: bool, waiting: int | None = None
+              ) -> Iterator[tuple[str, list[Held]]]:
         limit = int(self.broker.queue_depth(self.queue))
         taken = 0
         while taken < limit:
@@ -285,7 +289,8 @@ class SqsSource(AmqpSource):
         super().__init__(endpoint, broker)
         self._aside: list[Delivery] = []
 
-    def claim(self, batch: int, delayed: bool) -> Iterator[tuple[str, list[Held]]]:
+    def claim(self, batch: int, delayed: bool, waiting: int | None = None
+              ) -> Iterator[tuple[str, list[Held]]]:
         idle = 0.0
         while idle < 2:  # two empty receives with nothing visible left (or twenty in all)
             deliveries: list[Delivery] = []
@@ -349,9 +354,11 @@ class GocraftSource(Source):
             counts["scheduled (every job)"] = int(self.client.zcard(self.keys.scheduled))
         return counts
 
-    def claim(self, batch: int, delayed: bool) -> Iterator[tuple[str, list[Held]]]:
+    def claim(self, batch: int, delayed: bool, waiting: int | None = None
+              ) -> Iterator[tuple[str, list[Held]]]:
         return claim_batches(cast(SourceStore, self.store), batch, delayed, self.queue, "",
-                             self.pending_counts(False)["queue"], by_name=True)
+                             self.pending_counts(False)["queue"] if waiting is None else waiting,
+                             by_name=True)
 
     def scan(self, batch: int, delayed: bool) -> Iterator[list[Held]]:
         if delayed:

@@ -22,6 +22,7 @@ from bridge.backends.redis import RedisBackend
 from bridge.brokers.celery_redis import CeleryRedisBroker
 from bridge.brokers.redis import RedisBroker
 from bridge.config import Config
+from bridge.migrate.bookkeeping import RunKeys, run_id
 from bridge.protocol.celery import encode_task, new_task
 from bridge.protocol.machinery import SUCCESS, Signature, TaskResult
 from tests.faults.controlled_redis import ControlledRedis
@@ -70,18 +71,23 @@ def publish_celery(url: str, queue: str, count: int) -> set[str]:
     return {t.id for t in tasks}
 
 
-def test_migrate_resumes_after_its_redis_restarts(server: ControlledRedis,
-                                                  tmp_path: Path) -> None:
+@pytest.mark.parametrize("processes", [1, 3])
+def test_migrate_resumes_after_its_redis_restarts(server: ControlledRedis, tmp_path: Path,
+                                                  processes: int) -> None:
     url = server.url
-    ids = publish_celery(url, "cel", 20_000)
+    ids = publish_celery(url, "cel", 20_000 * processes)
     log = tmp_path / "migrate.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "bridge.cli", "migrate", f"celery+{url}?queue=cel",
-             f"machinery+{url}?queue=mach", "--batch", "200", "-q"],
+             f"machinery+{url}?queue=mach", "--batch", "200", "-q",
+             "--processes", str(processes)],
             cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
     client = redis.Redis.from_url(url)
     wait_for("the first batches", lambda: client.llen("mach") >= 2000, 120)
+    batches = RunKeys(run_id(f"celery+{url}?queue=cel", f"machinery+{url}?queue=mach")).batches
+    wait_for("every process with a batch in hand",  # the helpers too, when there are
+             lambda: client.scard(batches) >= processes, 120)
     client.close()
     restart(server, log)
     assert proc.wait(timeout=300) == 0, log.read_text()
