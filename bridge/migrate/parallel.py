@@ -138,7 +138,7 @@ class Helpers:
         if outer is not None:
             engine.progress = lambda report: outer(self._merged(report))
         try:
-            for share in parts[1:]:
+            for share in (share for share in parts[1:] if share):
                 helper = _Helper(self.spec, share)
                 self._running.append(helper)
                 self._all.append(helper)

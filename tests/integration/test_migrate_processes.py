@@ -19,7 +19,7 @@ import redis
 
 from bridge.brokers.celery_redis import CeleryRedisBroker
 from bridge.endpoints import format_endpoint
-from bridge.migrate import MigrationReport, migrate
+from bridge.migrate import MAX_REASONS, MigrationReport, migrate
 from bridge.migrate.bookkeeping import RunKeys, run_id
 from bridge.migrate.parallel import shares
 from bridge.protocol.celery import new_task
@@ -51,6 +51,22 @@ def test_shares_split_what_waits_evenly() -> None:
     assert shares(10, 3) == [4, 3, 3]
     assert shares(2, 4) == [1, 1, 0, 0]
     assert sum(shares(1_000_001, 7)) == 1_000_001
+
+
+def test_reports_add_up_within_the_cap_of_reasons() -> None:
+    run, helper = MigrationReport("a", "b", "move"), MigrationReport("a", "b", "move")
+    run.seen, helper.seen, helper.moved = 5, 7, 6
+    for n in range(MAX_REASONS):
+        run.reason("add", f"reason {n}")
+    helper.reason("add", "reason 1", 3)
+    helper.reason("mul", "new", 2)
+    helper.task("mul").untranslatable = 2
+    helper.notes.append("a note")
+    view = run.merged([helper])
+    assert (view.seen, view.moved, run.seen) == (12, 6, 5)  # merged leaves the run's alone
+    assert view.reasons[("add", "reason 1")] == 4 and view.reasons[("mul", "(other reasons)")] == 2
+    assert view.tasks["mul"].untranslatable == 2 and "mul" not in run.tasks
+    assert view.notes == ["a note"] and run.notes == []
 
 
 def test_processes_move_every_message_once_and_add_up_their_reports(db_url: str) -> None:
