@@ -362,11 +362,9 @@ def _decode(msg: CeleryMessage, accept: Sequence[str], max_body: int) -> CeleryT
 
 
 def _value(task: CeleryTask, key: str) -> Any:
-    if key == "task":
-        return task.name
-    if key in ("id", "args", "kwargs", *EMBED_KEYS):
-        return getattr(task, key)
-    return task.headers[key]
+    if key not in _FIELD_KEYS:
+        return task.headers[key]
+    return task.name if key == "task" else getattr(task, key)
 
 
 _V1_ONLY = frozenset({"utc", "taskset"})
