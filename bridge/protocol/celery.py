@@ -27,11 +27,13 @@ from typing import Any
 
 from kombu import compression as kombu_compression
 from kombu import serialization
+from kombu.utils.json import dumps as kombu_json_dumps
 from kombu.utils.json import loads as kombu_json_loads
 
 from bridge.errors import DecodeError, EncodeError
 from bridge.protocol.celery_message import CeleryMessage
 from bridge.protocol.kombu_envelope import (
+    KOMBU_JSON_ENCODE,
     MAX_HEADER_DEPTH,
     MAY_HOLD_MARKERS,
     depth_over,
@@ -437,6 +439,15 @@ _V2_DEFAULTS: dict[str, Any] = {"lang": "py", "retries": 0, "ignore_result": Fal
                                 "replaced_task_nesting": 0, "stamps": {}}
 
 
+def _serialize(payload: Any, serializer: str) -> tuple[str, str, str | bytes]:
+    """kombu's ``serialization.dumps``; its own json (the usual case) without the registry's
+    indirection and a new encoder per call."""
+    codec = serialization.registry._encoders.get(serializer)
+    if serializer == "json" and codec is not None and codec[2] is kombu_json_dumps:
+        return codec[0], codec[1], KOMBU_JSON_ENCODE(payload)
+    return serialization.dumps(payload, serializer=serializer)  # type: ignore[no-any-return]
+
+
 def encode_task(task: CeleryTask, *, protocol: int | None = None,
                 serializer: str | None = None) -> CeleryMessage:
     """The message Celery 5.6.2 + kombu publish for ``task``.
@@ -458,7 +469,7 @@ def encode_task(task: CeleryTask, *, protocol: int | None = None,
     else:
         payload, headers = _encode_v1(task)
     try:
-        content_type, encoding, body = serialization.dumps(payload, serializer=serializer)
+        content_type, encoding, body = _serialize(payload, serializer)
     except Exception as exc:
         raise EncodeError(f"cannot serialize the task with {serializer}: {exc}") from None
     if isinstance(body, str):

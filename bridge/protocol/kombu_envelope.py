@@ -19,11 +19,12 @@ import base64
 import binascii
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
-from kombu.utils.json import dumps as kombu_dumps
+from kombu.utils.json import JSONEncoder as KombuJSONEncoder
 from kombu.utils.json import loads as kombu_loads
 from kombu.utils.json import object_hook as kombu_object_hook
 
@@ -77,6 +78,10 @@ class Envelope:
         return value if isinstance(value, str) else None
 
 
+KOMBU_JSON_ENCODE: Callable[[Any], str] = KombuJSONEncoder().encode
+"""kombu's ``json.dumps(value, cls=JSONEncoder)``, without a new encoder per call."""
+
+
 def to_envelope(msg: CeleryMessage, *, routing_key: str, exchange: str = "",
                 delivery_tag: str | None = None, body_encoding: str | None = "base64") -> bytes:
     """The envelope bytes kombu writes when publishing ``msg`` (a fresh uuid4 tag by default).
@@ -105,7 +110,7 @@ def to_envelope(msg: CeleryMessage, *, routing_key: str, exchange: str = "",
         "headers": msg.headers,
         "properties": properties,
     }
-    return str(kombu_dumps(envelope)).encode("utf-8")
+    return KOMBU_JSON_ENCODE(envelope).encode("utf-8")
 
 
 def from_envelope(raw: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> CeleryMessage:
