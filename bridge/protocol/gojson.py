@@ -265,20 +265,24 @@ _NOT_GO_BYTES = (b"\\", b"<", b">", b"&", "\u2028".encode(), "\u2029".encode())
 """In msgspec's output, what Go would write otherwise: any escape, ``<>&``, U+2028/9."""
 
 
+_PLAIN_LEAVES = frozenset({str, int, bool, type(None)})
+"""Leaves msgspec writes as Go does, looked up by exact type (an int subclass is not one)."""
+
+
 def _plain(value: Any) -> bool:
     """Only strings, integers, flags, nulls, lists and string-keyed maps: values that
     msgspec writes as Go does (no floats, bytes, times or json.Number literals)."""
     kind = type(value)
-    if kind is str or kind is int or kind is bool or value is None:
+    if kind in _PLAIN_LEAVES:
         return True
     if kind is dict:
-        for key, item in value.items():  # noqa: SIM110 - a loop: all() costs twice the time
-            if type(key) is not str or not _plain(item):
+        for key, item in value.items():  # leaves inline: most of a map, a call each saved
+            if type(key) is not str or (type(item) not in _PLAIN_LEAVES and not _plain(item)):
                 return False
         return True
     if kind is list or kind is tuple:
-        for item in value:  # noqa: SIM110
-            if not _plain(item):
+        for item in value:  # noqa: SIM110 - a loop: all() costs twice the time
+            if type(item) not in _PLAIN_LEAVES and not _plain(item):
                 return False
         return True
     return False
