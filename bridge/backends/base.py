@@ -106,6 +106,12 @@ class Backend(ABC):
         """Several stored states, in order (a backend may batch the reads)."""
         return [self.get_state(uuid) for uuid in task_uuids]
 
+    def get_completed_states(self, task_uuids: Sequence[str]) -> list[TaskState | None]:
+        """Several states, in order; None for one missing or not SUCCESS or FAILURE yet (a
+        backend may skip decoding those)."""
+        return [state if state is not None and state.is_completed() else None
+                for state in self.get_states(task_uuids)]
+
     @abstractmethod
     def purge_state(self, task_uuid: str) -> None:
         """Delete a task's state."""

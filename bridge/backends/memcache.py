@@ -44,7 +44,7 @@ from bridge.backends.base import Backend, now_utc
 from bridge.backends.common import GroupMetaMissing, in_waves, members_in_order, unreachable
 from bridge.config import Config, ConfigError, redact_url
 from bridge.errors import BridgeError, EncodeError, StatesRefused
-from bridge.protocol.machinery import GroupMeta, TaskState
+from bridge.protocol.machinery import GroupMeta, TaskState, completed_state
 
 __all__ = ["DEFAULT_CHORD_GRACE", "MemcacheBackend", "Server", "parse_memcache_url"]
 
@@ -164,6 +164,12 @@ class MemcacheBackend(Backend):
         """One ``get`` of many keys per server; None for a missing key."""
         found = self._get_many(task_uuids)
         return [None if (raw := found.get(uuid)) is None else TaskState.from_json(raw)
+                for uuid in task_uuids]
+
+    def get_completed_states(self, task_uuids: Sequence[str]) -> list[TaskState | None]:
+        """One ``get`` of many keys per server; states still running are not decoded."""
+        found = self._get_many(task_uuids)
+        return [None if (raw := found.get(uuid)) is None else completed_state(raw)
                 for uuid in task_uuids]
 
     def purge_state(self, task_uuid: str) -> None:

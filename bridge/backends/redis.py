@@ -46,7 +46,7 @@ from bridge.backends.common import in_waves
 from bridge.backends.redsync import ChordLockError, MutexPolicy, RedsyncMutex
 from bridge.config import Config, redact_url
 from bridge.errors import BridgeError, DecodeError, ForeignKeyError, StatesRefused, clip
-from bridge.protocol.machinery import PENDING, GroupMeta, TaskState
+from bridge.protocol.machinery import PENDING, GroupMeta, TaskState, completed_state
 from bridge.redisconn import RedisClient, connect
 from bridge.redislane import Lane, run_script
 
@@ -423,6 +423,11 @@ class RedisBackend(Backend):
         raws = self._get_many(task_uuids)
         return [None if raw is None else TaskState.from_json(raw) for raw in raws]
 
+    def get_completed_states(self, task_uuids: Sequence[str]) -> list[TaskState | None]:
+        """One MGET; states still running are not decoded."""
+        return [None if raw is None else completed_state(raw)
+                for raw in self._get_many(task_uuids)]
+
     def purge_state(self, task_uuid: str) -> None:
         self._cache.drop(task_uuid)
         self._client.delete(task_uuid)
@@ -436,9 +441,8 @@ class RedisBackend(Backend):
     def group_completed(self, group_uuid: str, group_task_count: int) -> bool:
         """Members in SUCCESS or FAILURE == count; a missing member is not completed."""
         meta = self._group_meta(group_uuid)
-        states = self.get_states(meta.task_uuids or [])
-        done = sum(1 for state in states if state is not None and state.is_completed())
-        return done == group_task_count
+        states = self.get_completed_states(meta.task_uuids or [])
+        return sum(1 for state in states if state is not None) == group_task_count
 
     def group_task_states(self, group_uuid: str, group_task_count: int) -> list[TaskState]:
         """Member states in TaskUUIDs order; a missing one raises TaskStateNotFoundError."""

@@ -326,7 +326,7 @@ class CeleryToMachinery(Side):
 
     def read(self, uuids: Sequence[str]) -> dict[str, Outcome]:
         try:
-            states = self.backend.get_states(uuids)
+            states = self.backend.get_completed_states(uuids)
         except DecodeError:
             states = [self._one_state(u) for u in uuids]
         out: dict[str, Outcome] = {}

@@ -9,7 +9,7 @@ import pytest
 from bridge import DecodeError, EncodeError, GroupMeta, Signature, TaskResult, TaskState
 from bridge.protocol import gojson
 from bridge.protocol.gotime import parse_rfc3339
-from bridge.protocol.machinery import Arg, new_uuid
+from bridge.protocol.machinery import Arg, completed_state, new_uuid, still_running
 
 # Observed from Go's encoding/json (../shared/reference/machinery-wire.md §1.1, §1.7, §2).
 GO_BYTES = [
@@ -143,3 +143,31 @@ def test_nesting_counts_every_spelling_go_reads_as_a_link(key: str) -> None:
     with pytest.raises(DecodeError, match="levels deep"):
         Signature.from_json(chain(MAX_NESTING + 1))
     assert Signature.from_json(chain(MAX_NESTING)).name == "n"
+
+
+@pytest.mark.parametrize("state", ["PENDING", "RECEIVED", "STARTED", "RETRY"])
+def test_a_running_state_in_gos_bytes_is_told_without_decoding(state: str) -> None:
+    raw = TaskState("task_1", "add", state).to_json()
+    assert still_running(raw) and completed_state(raw) is None
+
+
+def test_completed_states_are_decoded_whatever_their_strings_and_results_hold() -> None:
+    tricky = 'x","State":"PENDING'  # escaped inside the name: not a field
+    nested = [TaskResult("map[string]string", {"State": "PENDING"})]
+    for state in (TaskState("task_1", tricky, "SUCCESS", results=nested),
+                  TaskState("task_2", "add", "FAILURE", error='"State":"RETRY"')):
+        raw = state.to_json()
+        assert not still_running(raw)
+        decoded = completed_state(raw)
+        assert decoded is not None and decoded.state == state.state
+        assert decoded.task_name == state.task_name
+
+
+def test_another_writers_layout_is_decoded_not_guessed() -> None:
+    # State after Results, a nested "State" first: only decoding tells
+    raw = (b'{"Results":[{"Type":"map[string]string","Value":{"State":"PENDING"}}],'
+           b'"State":"SUCCESS","TaskUUID":"task_1","TaskName":"add"}')
+    assert not still_running(raw)
+    decoded = completed_state(raw)
+    assert decoded is not None and decoded.state == "SUCCESS"
+
