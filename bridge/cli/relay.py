@@ -8,7 +8,8 @@ import click
 
 from bridge.cli.options import loglevel_option, setup_logging
 from bridge.cli.sides import celery_app_option, check_sides, open_sides
-from bridge.relay import RelayOptions, open_relay
+from bridge.relay import RelayOptions
+from bridge.relay.processes import run_side_by_side
 from bridge.schema import TaskSchema
 
 __all__ = ["relay"]
@@ -35,10 +36,15 @@ __all__ = ["relay"]
 @click.option("--name", default="",
               help="Bookkeeping name (default: from both protocols and queues); keep it "
                    "across restarts.")
+@click.option("--processes", "-P", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Relays side by side in as many processes (bookkeeping NAME, NAME.2 ... "
+                   "NAME.N): more messages a second on more cores; order across them is not "
+                   "kept.")
 @celery_app_option
 @loglevel_option()
 def relay(source: str, target: str, schema_path: str | None, batch: int, lenient: bool,
-          poll_interval: float, name: str, celery_app: str | None, loglevel: str) -> None:
+          poll_interval: float, name: str, processes: int, celery_app: str | None,
+          loglevel: str) -> None:
     """Relay tasks from one queue to the other protocol's queue and carry results back.
 
     Celery → machinery: Celery producers' tasks (chains and chords included) run on Go
@@ -50,7 +56,8 @@ def relay(source: str, target: str, schema_path: str | None, batch: int, lenient
     schema = TaskSchema.load(schema_path) if schema_path else None
     sides = open_sides(source, target, celery_app, flags=("--from", "--to"), results=True)
     check_sides(sides, backends=True)
-    runner = open_relay(sides.source, sides.target, RelayOptions(
-        batch=batch, schema=schema, strict=not lenient, poll_interval=poll_interval,
-        name=name, accept=sides.accept))
-    sys.exit(runner.run())
+    options = RelayOptions(batch=batch, schema=schema, strict=not lenient,
+                           poll_interval=poll_interval, name=name, accept=sides.accept)
+    log_format = click.get_current_context().meta.get("bridge.log_format", "plain")
+    sys.exit(run_side_by_side(sides.source, sides.target, options, processes,
+                              loglevel=loglevel, log_format=log_format))

@@ -9,7 +9,8 @@
 
 One module per concern: ``loop`` (the batched loop, result polling, stopping), ``forward``
 (Celery → machinery), ``reverse`` (machinery → Celery), ``track`` (what both directions share:
-options, the :class:`Side` contract, the ids in flight kept in Redis).
+options, the :class:`Side` contract, the ids in flight kept in Redis), ``processes``
+(``--processes N``: relays side by side, each with its own bookkeeping, supervised).
 """
 
 from bridge.relay.loop import Relay, open_relay, relay_name

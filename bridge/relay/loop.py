@@ -65,6 +65,9 @@ class Relay:
         self.signals = StopSignals(log, "finishing this turn, then exiting",
                                    on_second=self._second_signal)
         self._acks: list[Delivery] = []
+        self.outage_level = logging.WARNING
+        """Of its "unreachable" and "reconnected" lines (DEBUG in a helper process, whose
+        outages the run's process says)."""
 
     @property
     def stats(self) -> Counter[str]:
@@ -78,14 +81,15 @@ class Relay:
     def run(self) -> int:
         """Relay until stopped (SIGTERM/SIGINT or :meth:`stop`); returns exit status 0."""
         self.signals.install()
-        loaded = self.inflight.load()
-        side = self.side
-        log.info("relaying %s (%d results in flight, bookkeeping %s)", side.queue, loaded,
-                 self.inflight.key)
+        loaded = False
         next_poll = 0.0
-        outage = Outage("relay: a broker or result backend", log)
+        outage = Outage("relay: a broker or result backend", log, level=self.outage_level)
         while not self.signals.requested():
             try:
+                if not loaded:  # in the loop: a relay started during an outage waits it out
+                    log.info("relaying %s (%d results in flight, bookkeeping %s)",
+                             self.side.queue, self.inflight.load(), self.inflight.key)
+                    loaded = True
                 self._turn(next_poll)
                 if time.monotonic() >= next_poll:
                     began = time.monotonic()

@@ -101,14 +101,15 @@ def test_migrate_resumes_after_its_redis_restarts(server: ControlledRedis, tmp_p
     client.close()
 
 
-def test_relay_goes_on_after_its_redis_restarts(server: ControlledRedis,
-                                                tmp_path: Path) -> None:
+@pytest.mark.parametrize("processes", [1, 2])
+def test_relay_goes_on_after_its_redis_restarts(server: ControlledRedis, tmp_path: Path,
+                                                processes: int) -> None:
     url = server.url
     log = tmp_path / "relay.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "bridge.cli", "relay", "--from", f"celery+{url}?queue=cel",
-             "--to", f"machinery+{url}?queue=mach"],
+             "--to", f"machinery+{url}?queue=mach", "--processes", str(processes)],
             cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
     try:
         first = publish_celery(url, "cel", 500)

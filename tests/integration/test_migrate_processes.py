@@ -31,6 +31,7 @@ from tests.integration.test_migrate import (
     machinery_queue,
     publish_celery,
 )
+from tests.proc_tree import grandchildren
 from tests.redis_servers import with_db
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -153,27 +154,13 @@ def test_sigkill_of_the_run_stops_its_helpers_and_a_rerun_finishes_once(redis_ur
     _moved_once(command, dst, ids)
 
 
-def _helpers_of(pid: int) -> list[int]:
-    """The migrate helpers of process ``pid``: children of its forkserver child."""
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as stat:
-                    parents[int(entry)] = int(stat.read().rsplit(")", 1)[1].split()[1])
-            except OSError:
-                continue
-    children = {p for p, parent in parents.items() if parent == pid}
-    return [p for p, parent in parents.items() if parent in children]
-
-
 def test_a_killed_helper_fails_the_run_in_one_line_and_a_rerun_finishes(
         redis_url: str) -> None:
     command, dst, ids = _two_databases(redis_url, 30_000)
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     _wait_all_busy(command)
-    helpers = _helpers_of(proc.pid)
+    helpers = grandchildren(proc.pid)
     assert len(helpers) == 2, helpers
     os.kill(helpers[0], signal.SIGKILL)
     out, err = proc.communicate(timeout=120)
