@@ -1,7 +1,7 @@
 """``mbridge migrate`` throughput and peak memory: Celery → machinery and back.
 
 Run: ``python -m bench.migrate_bench [--messages 100000] [--batch 1000] [--relay N]
-[--amqp URL] [--redis URL] [--processes 1 2]``.
+[--amqp URL] [--redis URL] [--processes 1 2] [--relay-processes 1 2]``.
 Without ``--redis`` a private redis-server is started. N Celery tasks (``add(i, 1)``, the
 bytes Celery 5.6.2 writes) are published to a Celery queue, moved to a machinery queue, then
 moved back to another Celery queue. Each migration runs in a fresh child process, whose peak
@@ -93,12 +93,14 @@ def measure(url: str, count: int, batch: int, tag: str, broker: str = "",
     return rows
 
 
-def relay_leg(url: str, src: str, dst: str, dst_queue: str, count: int) -> dict[str, Any]:
+def relay_leg(url: str, src: str, dst: str, dst_queue: str, count: int,
+              processes: int = 1) -> dict[str, Any]:
     """``mbridge relay SRC → DST`` over a full source queue: msg/s from the first message on
     the destination to the last, and the relay's peak RSS (VmHWM) before it stops."""
     client = redis.Redis.from_url(url)
     proc = subprocess.Popen([sys.executable, "-m", "bridge.cli", "relay", "--from", src,
-                             "--to", dst, "-l", "warning"], stdout=subprocess.DEVNULL)
+                             "--to", dst, "-l", "warning", "--processes", str(processes)],
+                            stdout=subprocess.DEVNULL)
     try:
         first = None
         deadline = time.monotonic() + 600 + count / 500
@@ -119,8 +121,9 @@ def relay_leg(url: str, src: str, dst: str, dst_queue: str, count: int) -> dict[
     return {"rate": (count - already) / max(last - began, 1e-9), "rss_mb": hwm / 1024}
 
 
-def relay_rows(url: str, count: int) -> list[dict[str, Any]]:
-    """Celery → machinery, then machinery → Celery, each by a running relay."""
+def relay_rows(url: str, count: int, processes: int = 1) -> list[dict[str, Any]]:
+    """Celery → machinery, then machinery → Celery, each by a running relay (with
+    ``processes`` side by side)."""
     client = redis.Redis.from_url(url)
     client.flushdb()
     publish(url, "celery_relay", count)
@@ -130,7 +133,9 @@ def relay_rows(url: str, count: int) -> list[dict[str, Any]]:
              "machinery_relay", "relay Celery -> machinery"),
             (f"machinery+{url}?queue=machinery_relay", f"celery+{url}?queue=back_relay",
              "back_relay", "relay machinery -> Celery")):
-        leg = relay_leg(url, src, dst, queue, count)
+        leg = relay_leg(url, src, dst, queue, count, processes)
+        if processes > 1:
+            label += f" -P {processes}"
         rows.append({"direction": label, "messages": count, "seconds": count / leg["rate"],
                      "rate": leg["rate"], "rss_mb": leg["rss_mb"],
                      "redis_mb": int(client.info("memory")["used_memory"]) / 2**20})
@@ -150,6 +155,8 @@ def main() -> None:
                         help="also move --messages over RabbitMQ at URL (states in Redis)")
     parser.add_argument("--processes", type=int, nargs="+", default=[1], metavar="N",
                         help="move --messages with each of these --processes (Redis)")
+    parser.add_argument("--relay-processes", type=int, nargs="+", default=[1], metavar="N",
+                        help="time the relays with each of these --processes")
     parser.add_argument("--child", nargs=2, metavar=("SRC", "DST"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -164,7 +171,8 @@ def main() -> None:
         if args.amqp:
             rows += measure(url, args.messages, args.batch, "amqp", broker=args.amqp)
         if args.relay:
-            rows += relay_rows(url, args.relay)
+            for processes in args.relay_processes:
+                rows += relay_rows(url, args.relay, processes)
     print(f"{'direction':<32}{'messages':>11}{'seconds':>10}{'msg/s':>10}"
           f"{'peak RSS MB':>13}{'Redis MB':>10}")
     for row in rows:
