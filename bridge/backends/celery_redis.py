@@ -27,12 +27,12 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import redis
-from kombu.serialization import dumps as kombu_serialize
 from kombu.serialization import loads as kombu_deserialize
 from kombu.utils.json import dumps as kombu_json
 
 from bridge.config import RedisConfig, redact_url
 from bridge.errors import BridgeError, clip
+from bridge.protocol.celery import serialize
 from bridge.redisconn import RedisClient, connect
 
 __all__ = [
@@ -245,7 +245,7 @@ class CeleryRedisBackend:
 
     def encode(self, data: Any) -> bytes:
         """``data`` as Celery's backend encodes it (kombu's serializer registry)."""
-        _, _, payload = kombu_serialize(data, serializer=self.serializer)
+        _, _, payload = serialize(data, self.serializer)
         return payload.encode("utf-8") if isinstance(payload, str) else bytes(payload)
 
     def decode(self, payload: bytes) -> Any:

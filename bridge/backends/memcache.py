@@ -44,7 +44,8 @@ from bridge.backends.base import Backend, now_utc
 from bridge.backends.common import GroupMetaMissing, in_waves, members_in_order, unreachable
 from bridge.config import Config, ConfigError, redact_url
 from bridge.errors import BridgeError, EncodeError, StatesRefused
-from bridge.protocol.machinery import GroupMeta, TaskState, completed_state
+from bridge.protocol.machinery import GroupMeta, TaskState
+from bridge.protocol.state_bytes import completed_state
 
 __all__ = ["DEFAULT_CHORD_GRACE", "MemcacheBackend", "Server", "parse_memcache_url"]
 

@@ -46,7 +46,8 @@ from bridge.backends.common import in_waves
 from bridge.backends.redsync import ChordLockError, MutexPolicy, RedsyncMutex
 from bridge.config import Config, redact_url
 from bridge.errors import BridgeError, DecodeError, ForeignKeyError, StatesRefused, clip
-from bridge.protocol.machinery import PENDING, GroupMeta, TaskState, completed_state
+from bridge.protocol.machinery import PENDING, GroupMeta, TaskState
+from bridge.protocol.state_bytes import completed_state
 from bridge.redisconn import RedisClient, connect
 from bridge.redislane import Lane, run_script
 

@@ -439,7 +439,7 @@ _V2_DEFAULTS: dict[str, Any] = {"lang": "py", "retries": 0, "ignore_result": Fal
                                 "replaced_task_nesting": 0, "stamps": {}}
 
 
-def _serialize(payload: Any, serializer: str) -> tuple[str, str, str | bytes]:
+def serialize(payload: Any, serializer: str) -> tuple[str, str, str | bytes]:
     """kombu's ``serialization.dumps``; its own json (the usual case) without the registry's
     indirection and a new encoder per call."""
     codec = serialization.registry._encoders.get(serializer)
@@ -469,7 +469,7 @@ def encode_task(task: CeleryTask, *, protocol: int | None = None,
     else:
         payload, headers = _encode_v1(task)
     try:
-        content_type, encoding, body = _serialize(payload, serializer)
+        content_type, encoding, body = serialize(payload, serializer)
     except Exception as exc:
         raise EncodeError(f"cannot serialize the task with {serializer}: {exc}") from None
     if isinstance(body, str):
@@ -592,5 +592,5 @@ def new_task(
 
 __all__ = [
     "COMPRESSIONS", "EMBED_KEYS", "PROTOCOL_1_BODY", "PROTOCOL_2_HEADERS", "CeleryTask",
-    "decode_task", "encode_task", "new_task", "parse_iso",
+    "decode_task", "encode_task", "new_task", "parse_iso", "serialize",
 ]

@@ -50,21 +50,6 @@ SUCCESS = "SUCCESS"
 FAILURE = "FAILURE"
 STATES = (PENDING, RECEIVED, STARTED, RETRY, SUCCESS, FAILURE)
 
-_STATE_KEY = b'"State":"'
-_RUNNING = (b'PENDING"', b'RECEIVED"', b'STARTED"', b'RETRY"')
-
-
-def still_running(raw: bytes) -> bool:
-    """Whether a TaskState in Go's bytes (ours are the same) is before SUCCESS or FAILURE,
-    read without decoding it: in Go's field order the first ``"State":"`` follows only
-    TaskUUID and TaskName, strings in which a quote is escaped. False when unsure (another
-    writer's layout): then decode."""
-    if not raw.startswith(b'{"TaskUUID":'):
-        return False
-    at = raw.find(_STATE_KEY)
-    return at > 0 and raw.startswith(_RUNNING, at + len(_STATE_KEY))
-
-
 # TaskState middles with no error and no (or empty) results, by (state, results is None)
 _SIMPLE_MIDDLES: dict[tuple[str, bool], bytes] = {}
 _FLOAT32_TYPES = frozenset({"float32", "[]float32"})
@@ -624,12 +609,3 @@ Signature._FAST = _fast_signature
 TaskState._FAST = _fast_task_state
 Signature._QUICK, TaskState._QUICK = typed_decode.readers(
     Signature, Arg, TaskState, TaskResult, MAX_NESTING)
-
-
-def completed_state(raw: bytes) -> TaskState | None:
-    """The TaskState in ``raw`` when it is SUCCESS or FAILURE, else None (a state still
-    running is not decoded)."""
-    if still_running(raw):
-        return None
-    state = TaskState.from_json(raw)
-    return state if state.is_completed() else None

@@ -9,7 +9,8 @@ import pytest
 from bridge import DecodeError, EncodeError, GroupMeta, Signature, TaskResult, TaskState
 from bridge.protocol import gojson
 from bridge.protocol.gotime import parse_rfc3339
-from bridge.protocol.machinery import Arg, completed_state, new_uuid, still_running
+from bridge.protocol.machinery import Arg, new_uuid
+from bridge.protocol.state_bytes import completed_state, still_running
 
 # Observed from Go's encoding/json (../shared/reference/machinery-wire.md §1.1, §1.7, §2).
 GO_BYTES = [
