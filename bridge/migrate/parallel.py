@@ -17,6 +17,7 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
@@ -145,10 +146,12 @@ class Helpers:
             for batch_id, held in source.claim(batch, delayed, waiting=parts[0]):
                 engine.batch(batch_id, held)
                 self._read(0.0)
+            refresh_at = 0.0
             while self._running:
                 self._read(0.5)
-                if source.store is not None:
+                if source.store is not None and time.monotonic() >= refresh_at:
                     source.store.refresh()  # the helpers refresh it too, at each batch
+                    refresh_at = time.monotonic() + 5.0
                 if outer is not None:
                     outer(self._merged(engine.report))
         finally:
@@ -164,18 +167,20 @@ class Helpers:
         return report.merged([part for part in parts if part is not None])
 
     def _read(self, timeout: float) -> None:
-        """Take what the helpers sent; raise when one failed or died."""
+        """Take all the helpers sent (a helper never waits on a full pipe); raise when one
+        failed or died."""
         ready = wait([h.reports for h in self._running], timeout) if self._running else []
         for helper in [h for h in self._running if h.reports in ready]:
-            try:
-                kind, *rest = helper.reports.recv()
-            except (EOFError, OSError):
-                helper.process.join(5)
-                ended = how_it_ended(helper.process.exitcode)
-                raise HelperFailed(f"a helper process of the migration died ({ended}); run "
-                                   "the same command again: it finishes that helper's "
-                                   "batch") from None
-            self._took(helper, kind, rest)
+            while helper in self._running and helper.reports.poll():
+                try:
+                    kind, *rest = helper.reports.recv()
+                except (EOFError, OSError):
+                    helper.process.join(5)
+                    ended = how_it_ended(helper.process.exitcode)
+                    raise HelperFailed(f"a helper process of the migration died ({ended}); "
+                                       "run the same command again: it finishes that "
+                                       "helper's batch") from None
+                self._took(helper, kind, rest)
 
     def _took(self, helper: _Helper, kind: str, rest: Sequence[Any]) -> None:
         if kind == "progress":
