@@ -199,8 +199,8 @@ def run_side_by_side(source: Endpoint, target: Endpoint, options: RelayOptions,
     for helper in helpers:
         helper.start()
     supervisor = _Supervisor(helpers)
-    supervisor.start()
-    if helpers:
+    if helpers:  # one relay alone: nothing to watch
+        supervisor.start()
         log.info("relaying with %d processes side by side (bookkeeping %s, %s.2 ... %s.%d)",
                  processes, name, name, name, processes)
     try:
