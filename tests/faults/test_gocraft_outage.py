@@ -5,7 +5,6 @@ the lock counters come back to zero, the in-progress list empties, and the worke
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -20,6 +19,7 @@ import redis
 from bridge.gocraft import Enqueuer
 from bridge.gocraft.keys import GocraftKeys
 from tests.faults.controlled_redis import ControlledRedis
+from tests.interop.gocraft_go import read_records
 
 ROOT = Path(__file__).resolve().parents[2]
 CONCURRENCY = 4
@@ -48,9 +48,7 @@ def test_redis_restart_under_our_gocraft_pool(tmp_path: Path) -> None:
         jobs = Enqueuer(client, "faulty").enqueue_batch("slow", [{"ms": 20}] * 300)
 
         def ran() -> Counter[str]:
-            if not record.exists():
-                return Counter()
-            return Counter(json.loads(line)["id"] for line in record.read_text().splitlines())
+            return Counter(line["id"] for line in read_records(record))
 
         def held() -> list[list[bytes]]:
             return [client.lrange(key, 0, -1)

@@ -93,7 +93,8 @@ class Run:
     def executions(self) -> Counter[str]:
         if not self.runs.exists():
             return Counter()
-        return Counter(self.runs.read_text().split())
+        text = self.runs.read_text()  # a key being written now waits for the next read
+        return Counter(text[:text.rfind("\n") + 1].split())
 
     def wait_for(self, what: str, done: Callable[[], bool], timeout: float) -> None:
         deadline = time.monotonic() + timeout

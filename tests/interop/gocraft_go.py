@@ -133,10 +133,13 @@ def workwebui(binary: Path, redis_url: str, ns: str) -> Iterator[str]:
 
 
 def read_records(record: Path) -> list[dict[str, Any]]:
-    """The record file's lines (none if it does not exist yet)."""
+    """The record file's finished lines (none if it does not exist yet). A line a pool is
+    writing right now can be read half-written, so whatever follows the last newline waits
+    for the next read."""
     if not record.exists():
         return []
-    return [json.loads(line) for line in record.read_text().splitlines() if line]
+    text = record.read_text()
+    return [json.loads(line) for line in text[:text.rfind("\n") + 1].splitlines() if line]
 
 
 def wait_for_records(record: Path, count: int, timeout: float = 30) -> list[dict[str, Any]]:
