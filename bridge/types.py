@@ -366,11 +366,22 @@ def to_wire(go_type: str, value: Any) -> Any:
 def to_arg(value: Any, go_type: str | None = None, name: str = "",
            *, position: int | None = None) -> Arg:
     """An Arg carrying ``value`` as Go type ``go_type`` (inferred when None)."""
+    if go_type is None:  # the commonest inferred scalars without a call, as below types them
+        python_type = type(value)
+        if python_type is int and _INT64_MIN <= value <= _INT64_MAX:
+            return Arg(name=name, type="int64", value=value)
+        if python_type is str:
+            return Arg(name=name, type="string", value=value)
+        if python_type is bool:
+            return Arg(name=name, type="bool", value=value)
     try:
         kind = go_type if go_type is not None else infer_go_type(value)
         return Arg(name=name, type=kind, value=to_wire(kind, value))
     except ArgTranslationError as exc:
         raise exc.at(position, name) from None
+
+
+_INT64_MIN, _INT64_MAX = _INT_RANGES["int64"]
 
 
 def to_args(values: Sequence[Any], go_types: Sequence[str | None] | None = None) -> list[Arg]:

@@ -14,6 +14,7 @@ from bridge.cli.exits import EXIT_INTERRUPTED, EXIT_LEFT_BEHIND
 from bridge.cli.options import loglevel_option, setup_logging
 from bridge.cli.sides import Sides, celery_app_option, check_sides, open_sides
 from bridge.errors import BridgeError
+from bridge.heap import freeze_loaded
 from bridge.migrate import MigrationReport, held_messages
 from bridge.migrate import migrate as run_migration
 from bridge.outage import one_line
@@ -115,6 +116,7 @@ def migrate(src: str, dst: str, copy: bool, dry_run: bool, tasks: tuple[str, ...
         raise click.UsageError(str(exc)) from None
     check_sides(sides, backends=results and not dry_run)
     progress = StderrProgress(show=not quiet)
+    freeze_loaded()
     try:
         report = run_migration(sides.source, sides.target, copy=copy, dry_run=dry_run,
                                tasks=tasks, schema=task_schema, results=results,

@@ -23,6 +23,7 @@ from bridge.cli.options import (
 )
 from bridge.cli.worker_control import start_controls
 from bridge.config import Config, redact_url
+from bridge.heap import freeze_loaded
 from bridge.outage import one_line, probe
 from bridge.worker import Worker, WorkerOptions
 
@@ -134,6 +135,7 @@ def worker(app_path: str | None, config_path: str | None, queue: str, concurrenc
     commands = not no_remote_control and (side is None or side.remote_control)
     controls = start_controls(runner, node, side, commands=commands, task_events=task_events,
                               machinery_broker=None if no_machinery else app.config.broker)
+    freeze_loaded()
     status = runner.run()
     for control in controls:
         control.stop()

@@ -26,6 +26,7 @@ from typing import Any
 
 from bridge.endpoints import Endpoint
 from bridge.errors import BridgeError
+from bridge.heap import freeze_loaded
 from bridge.migrate.engine import Engine, open_engine
 from bridge.migrate.report import MigrationReport
 from bridge.outage import is_outage, one_line
@@ -83,6 +84,7 @@ def _helper(spec: HelperRun, share: int, reports: Connection, alive: Connection)
                              results=spec.results, schema=spec.schema, tasks=spec.tasks,
                              accept=spec.accept, park=spec.park,
                              progress=lambda done: reports.send(("progress", done)))
+        freeze_loaded()
         try:
             for batch_id, held in engine.src.claim(spec.batch, False, waiting=share):
                 engine.batch(batch_id, held)

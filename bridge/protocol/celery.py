@@ -257,6 +257,13 @@ def _default_header_order(keys: list[str]) -> list[str]:
     return ["task", "id", *keys]
 
 
+def _in_default_order(keys: list[str]) -> bool:
+    """Whether ``keys`` are in the order ``_default_header_order`` gives their other keys."""
+    if keys[:2] == ["task", "id"]:
+        return len(keys) == 2 or keys[2] != "lang"
+    return keys[:3] == ["lang", "task", "id"]
+
+
 def _decode_v2(headers: Mapping[str, Any], payload: Any, serializer: str,
                layout: dict[str, Any]) -> CeleryTask:
     if not isinstance(payload, list | tuple) or len(payload) != 3:
@@ -266,8 +273,9 @@ def _decode_v2(headers: Mapping[str, Any], payload: Any, serializer: str,
     _check_call(args, kwargs)
     if "id" not in headers:
         raise DecodeError("protocol-2 message has no id header")
-    rest = {k: v for k, v in headers.items() if k not in ("task", "id")}
-    if list(headers) != _default_header_order(list(rest)):
+    rest = dict(headers)
+    del rest["task"], rest["id"]
+    if not _in_default_order(list(headers)):
         layout["headers"] = list(headers)
     task = CeleryTask(name=_str_field(headers["task"], "task header"),
                       id=_str_field(headers["id"], "id header"),
@@ -334,11 +342,12 @@ def decode_task(msg: CeleryMessage, *, accept: Sequence[str] = ("json", "msgpack
 
 def _decode(msg: CeleryMessage, accept: Sequence[str], max_body: int) -> CeleryTask:
     headers = msg.headers
-    if not isinstance(headers, dict) or not all(isinstance(k, str) for k in headers):
+    if not isinstance(headers, dict) or not (
+            msg.json_checked or all(isinstance(k, str) for k in headers)):
         raise DecodeError("message headers must be a mapping with string keys")
     if not isinstance(msg.properties, dict):
         raise DecodeError("message properties must be a mapping")
-    if depth_over(headers, MAX_HEADER_DEPTH):
+    if not msg.json_checked and depth_over(headers, MAX_HEADER_DEPTH):
         raise DecodeError(f"message headers nested deeper than {MAX_HEADER_DEPTH} levels")
     payload, serializer = _loads(msg, accept, max_body)
     layout: dict[str, Any] = {}

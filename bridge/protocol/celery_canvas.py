@@ -65,10 +65,21 @@ def _python(arg: Arg) -> Any:
         return arg.value  # a type Python cannot read: pass the wire value on
 
 
+_AS_IS = frozenset({("int64", int), ("string", str), ("bool", bool)})
+"""An Arg of these (Go type, Python type) carrying the value itself reads back as it."""
+
+
+def _kept(arg: Arg, value: Any) -> bool:
+    """Whether a Go worker (and the way back) reads ``arg`` as ``value`` exactly."""
+    if arg.value is value and (arg.type, type(value)) in _AS_IS:
+        return True
+    return _same(_python(arg), value)
+
+
 def _fields(sig: Signature) -> dict[str, Any]:
     """machinery-only fields of ``sig`` that are not at their zero value."""
-    return {go: getattr(sig, attr) for go, attr, zero in _MACHINERY_FIELDS
-            if getattr(sig, attr) != zero}
+    return {go: value for go, attr, zero in _MACHINERY_FIELDS
+            if (value := getattr(sig, attr)) != zero}
 
 
 def _apply_fields(sig: Signature, fields: Any) -> None:
@@ -94,9 +105,9 @@ def _type_call(name: str, args: list[Any], kwargs: dict[str, Any], types: ArgTyp
     if kwargs:
         extra["kwargs"] = list(kwargs)
     raw_args = {str(i): args[i] for i, a in enumerate(typed[:len(args)])
-                if not _same(_python(a), args[i])}
+                if not _kept(a, args[i])}
     raw_kwargs = {a.name: kwargs[a.name] for a in typed[len(args):]
-                  if a.name in kwargs and not _same(_python(a), kwargs[a.name])}
+                  if a.name in kwargs and not _kept(a, kwargs[a.name])}
     if raw_args or raw_kwargs:
         extra["raw"] = {"args": raw_args, "kwargs": raw_kwargs}
     return typed, extra
@@ -287,7 +298,8 @@ def to_signature(task: CeleryTask, *, types: ArgTyper | None = None, queue: str 
     celery["embed"] = embed
     _apply_fields(sig, machinery)
     celery["fields"] = _fields(sig)
-    custom = {k: v for k, v in task.headers.items() if k not in _RESERVED}
+    custom = {} if task.headers.keys() <= _RESERVED else {
+        k: v for k, v in task.headers.items() if k not in _RESERVED}
     sig.headers = {**custom, "celery": celery}
     return sig
 

@@ -32,6 +32,9 @@ class CeleryMessage:
     content_encoding: str | None = "utf-8"
     headers: dict[str, Any] = field(default_factory=dict)
     properties: dict[str, Any] = field(default_factory=dict)
+    json_checked: bool = field(default=False, compare=False, repr=False)
+    """Whether the transport read headers and properties from JSON (string keys only) and
+    found them within ``MAX_HEADER_DEPTH``: ``decode_task`` does not walk them again."""
 
     @property
     def priority(self) -> int:

@@ -141,7 +141,7 @@ def kombu_json_plain(text: str) -> Any:
     """``kombu.utils.json.loads`` of a text that cannot hold a ``__type__`` marker (no such
     key, no ``\\u`` escape that could spell one): the C decoder alone reads it the same,
     with no Python call per object. Anything else: :data:`MAY_HOLD_MARKERS`."""
-    if "__type__" in text or "\\u" in text:
+    if "__type__" in text or ("\\" in text and "\\u" in text):  # one backslash: memchr
         return MAY_HOLD_MARKERS
     try:  # msgspec, in half the time, where it reads the text at all
         return _quick_loads(text)
@@ -249,7 +249,10 @@ def decode_envelope(raw: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> Envelope
         headers = {}
     elif not isinstance(headers, dict):
         raise _fail("headers is not an object")
-    if depth_over(headers, MAX_HEADER_DEPTH) or depth_over(props, MAX_HEADER_DEPTH):
+    # no value nests deeper than the brackets the text opens: most envelopes need no walk
+    shallow = raw.count(b"{") + raw.count(b"[") <= MAX_HEADER_DEPTH
+    if not shallow and (depth_over(headers, MAX_HEADER_DEPTH)
+                        or depth_over(props, MAX_HEADER_DEPTH)):
         raise _fail(f"headers or properties nested deeper than {MAX_HEADER_DEPTH} levels")
     encoding = props.get("body_encoding")
     if encoding is not None and not isinstance(encoding, str):
@@ -260,6 +263,7 @@ def decode_envelope(raw: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> Envelope
         content_encoding=_optional_str(envelope, "content-encoding"),
         headers=headers,
         properties={k: v for k, v in props.items() if k not in BOOKKEEPING},
+        json_checked=True,
     )
     redelivered = bool(envelope.get("redelivered") or info.get("redelivered"))
     return Envelope(message, tag, info, encoding, redelivered)

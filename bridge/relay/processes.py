@@ -26,6 +26,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 
 from bridge.endpoints import Endpoint
+from bridge.heap import freeze_loaded
 from bridge.logformat import configure
 from bridge.outage import Backoff, one_line
 from bridge.process_slots import how_it_ended
@@ -99,6 +100,7 @@ def _helper(spec: HelperSpec, alive: Connection) -> None:
         relay.stop()
 
     threading.Thread(target=watch, daemon=True).start()
+    freeze_loaded()
     relay.run()
 
 
@@ -203,6 +205,7 @@ def run_side_by_side(source: Endpoint, target: Endpoint, options: RelayOptions,
         supervisor.start()
         log.info("relaying with %d processes side by side (bookkeeping %s, %s.2 ... %s.%d)",
                  processes, name, name, name, processes)
+    freeze_loaded()
     try:
         return relay.run()
     finally:

@@ -21,6 +21,7 @@ from bridge.types import (
     to_args,
     to_python,
     to_result,
+    to_wire,
 )
 
 
@@ -139,3 +140,20 @@ def test_annotations_give_exact_go_types() -> None:
     for bad in (dict[str, int], list[list[int]], tuple[int, str]):
         with pytest.raises(TypeError):
             go_type_of(bad)
+
+
+@pytest.mark.parametrize("value", [0, 7, -(2**63), 2**63 - 1, 2**63, -(2**63) - 1, "", "é",
+                                   True, False, 1.5, b"x", [1, 2], None, {"a": 1}])
+def test_inferred_to_arg_is_the_inference_then_the_wire_form(value: Any) -> None:
+    """``to_arg``'s quick way for plain ints, strings and flags gives what inferring the Go
+    type and writing the wire form give, and refuses what they refuse."""
+    try:
+        go_type = infer_go_type(value)
+        expected = Arg(name="n", type=go_type, value=to_wire(go_type, value))
+    except ArgTranslationError as exc:
+        with pytest.raises(ArgTranslationError) as raised:
+            to_arg(value, name="n")
+        assert raised.value.reason == exc.reason
+        return
+    got = to_arg(value, name="n")
+    assert got == expected and type(got.value) is type(expected.value)
