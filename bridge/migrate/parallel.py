@@ -1,8 +1,10 @@
-"""``mbridge migrate --processes N``: helper processes moving shares of a Redis source.
+"""``mbridge migrate --processes N``: helper processes moving a Redis source side by side.
 
 The run's own process holds the run lock, returns orphans, finishes a killed run's batches
 and takes the delayed members, as with one process. Then it and N-1 helpers each claim
-batches of what waited in the source's lists, up to a share each. A claim is the same
+batches of what waited in the source's lists, a batch's worth at a time from one count in
+shared memory (:class:`~bridge.migrate.sources.Allowance`): a helper that starts late takes
+less, and no process idles while another still has messages to take. A claim is the same
 atomic Lua move into the run's hold keys as with one process, so a helper killed anywhere
 leaves its batch for the next run to finish (Redis to Redis: every message once). A helper
 dies with the run's process (it watches a pipe that closes then), so no helper outlives the
@@ -29,11 +31,12 @@ from bridge.errors import BridgeError
 from bridge.heap import freeze_loaded
 from bridge.migrate.engine import Engine, open_engine
 from bridge.migrate.report import MigrationReport
+from bridge.migrate.sources import Allowance
 from bridge.outage import is_outage, one_line
 from bridge.process_slots import how_it_ended
 from bridge.schema import TaskSchema
 
-__all__ = ["HelperFailed", "HelperRun", "HelperUnreachable", "Helpers", "shares"]
+__all__ = ["HelperFailed", "HelperRun", "HelperUnreachable", "Helpers"]
 
 _CONTEXT = multiprocessing.get_context("forkserver")
 
@@ -61,12 +64,6 @@ class HelperRun:
     batch: int
 
 
-def shares(waiting: int, parts: int) -> list[int]:
-    """``waiting`` messages in ``parts`` shares as even as can be, the larger ones first."""
-    each, rest = divmod(waiting, parts)
-    return [each + (1 if n < rest else 0) for n in range(parts)]
-
-
 def _die_with_run(alive: Connection) -> None:
     """Nothing is ever sent on ``alive``: it reads EOF when the run's process is gone."""
     with contextlib.suppress(EOFError, OSError):
@@ -74,8 +71,9 @@ def _die_with_run(alive: Connection) -> None:
     os._exit(1)
 
 
-def _helper(spec: HelperRun, share: int, reports: Connection, alive: Connection) -> None:
-    """A helper process: claim and move up to ``share`` messages of the source's lists."""
+def _helper(spec: HelperRun, allowance: Allowance, reports: Connection, alive: Connection
+            ) -> None:
+    """A helper process: claim and move what ``allowance`` lets it take of the lists."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the run's process stops us
     threading.Thread(target=_die_with_run, args=(alive,), daemon=True).start()
     report = MigrationReport(str(spec.src), str(spec.dst), "move")
@@ -86,7 +84,7 @@ def _helper(spec: HelperRun, share: int, reports: Connection, alive: Connection)
                              progress=lambda done: reports.send(("progress", done)))
         freeze_loaded()
         try:
-            for batch_id, held in engine.src.claim(spec.batch, False, waiting=share):
+            for batch_id, held in engine.src.claim(spec.batch, False, waiting=allowance):
                 engine.batch(batch_id, held)
         finally:
             engine.close()
@@ -97,11 +95,11 @@ def _helper(spec: HelperRun, share: int, reports: Connection, alive: Connection)
 
 
 class _Helper:
-    def __init__(self, spec: HelperRun, share: int) -> None:
+    def __init__(self, spec: HelperRun, allowance: Allowance) -> None:
         self.reports, theirs = _CONTEXT.Pipe(duplex=False)
         self._alive_theirs, self._alive = _CONTEXT.Pipe(duplex=False)
         self.process: BaseProcess = _CONTEXT.Process(
-            target=_helper, args=(spec, share, theirs, self._alive_theirs), daemon=True,
+            target=_helper, args=(spec, allowance, theirs, self._alive_theirs), daemon=True,
             name="bridge-migrate-helper")
         self.process.start()
         theirs.close()
@@ -127,25 +125,24 @@ class Helpers:
         self._all: list[_Helper] = []
 
     def move_beside(self, engine: Engine, delayed: bool) -> None:
-        """Move this process's share (the delayed members first) while the helpers move
-        theirs; wait for them and add their reports to ``engine.report``."""
+        """Move what waits (the delayed members first) beside the helpers; wait for them
+        and add their reports to ``engine.report``."""
         source, batch = engine.src, self.spec.batch
         waiting = source.pending_counts(False)["queue"]
-        if waiting < 2 * batch:  # not worth starting a process
-            parts = [waiting]
-        else:
-            parts = shares(waiting, self.count + 1)
+        helpers = self.count if waiting >= 2 * batch else 0  # else not worth a process
+        allowance = Allowance(waiting, _CONTEXT if helpers else None)
+        if helpers:
             engine.report.notes.append(f"moved by {self.count + 1} processes side by side "
                                        "(order kept within each batch, not across them)")
         outer = engine.progress
         if outer is not None:
             engine.progress = lambda report: outer(self._merged(report))
         try:
-            for share in (share for share in parts[1:] if share):
-                helper = _Helper(self.spec, share)
+            for _ in range(helpers):
+                helper = _Helper(self.spec, allowance)
                 self._running.append(helper)
                 self._all.append(helper)
-            for batch_id, held in source.claim(batch, delayed, waiting=parts[0]):
+            for batch_id, held in source.claim(batch, delayed, waiting=allowance):
                 engine.batch(batch_id, held)
                 self._read(0.0)
             refresh_at = 0.0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
+from multiprocessing.context import BaseContext
 from typing import Any, cast
 
 import redis.cluster
@@ -28,6 +29,28 @@ ASIDE_SUFFIX = ".bridge.migrate.aside"
 """AMQP: the queue holding set-aside messages of queue Q is ``Q`` + this."""
 
 
+class Allowance:
+    """How many messages of a source's lists a run may still take: what waited when it
+    began, never what arrives meanwhile. With ``context``, one count in shared memory for
+    the run's processes, each taking a batch's worth at a time: a process that started late
+    takes less, and none idles while another still has messages to take."""
+
+    def __init__(self, count: int, context: BaseContext | None = None) -> None:
+        self._left = count
+        self._shared: Any = None if context is None else context.Value("q", count)
+
+    def take(self, most: int) -> int:
+        """Up to ``most`` of what is left (0 when nothing is)."""
+        if self._shared is None:
+            taken = min(most, self._left)
+            self._left -= taken
+            return taken
+        with self._shared.get_lock():
+            taken = min(most, self._shared.value)
+            self._shared.value -= taken
+        return int(taken)
+
+
 class Source(ABC):
     """Where messages come from."""
 
@@ -39,10 +62,10 @@ class Source(ABC):
     def translate(self, held: Held, translator: Translator) -> Translated: ...
 
     @abstractmethod
-    def claim(self, batch: int, delayed: bool, waiting: int | None = None
+    def claim(self, batch: int, delayed: bool, waiting: Allowance | None = None
               ) -> Iterator[tuple[str, list[Held]]]:
         """Take batches out of the source (into hold keys), delayed ones first; of the
-        lists, up to ``waiting`` messages (Redis; None: what waits now)."""
+        lists, what ``waiting`` allows (Redis; None: what waits now)."""
 
     @abstractmethod
     def scan(self, batch: int, delayed: bool) -> Iterator[list[Held]]:
@@ -127,11 +150,12 @@ class RedisSource(Source):
 
     # ------------------------------------------------------------ taking
 
-    def claim(self, batch: int, delayed: bool, waiting: int | None = None
+    def claim(self, batch: int, delayed: bool, waiting: Allowance | None = None
               ) -> Iterator[tuple[str, list[Held]]]:
         return claim_batches(cast(SourceStore, self.store), batch, delayed,
                              "" if self.celery else self.queue, self.default_queue,
-                             self.pending_counts(False)["queue"] if waiting is None else waiting)
+                             waiting if waiting is not None
+                             else Allowance(self.pending_counts(False)["queue"]))
 
     def scan(self, batch: int, delayed: bool) -> Iterator[list[Held]]:
         store = cast(SourceStore, self.store)
@@ -181,11 +205,11 @@ class RedisSource(Source):
 
 
 def claim_batches(store: SourceStore, batch: int, delayed: bool, queue: str,
-                  default_queue: str, waiting: int, *, by_name: bool = False
+                  default_queue: str, waiting: Allowance, *, by_name: bool = False
                   ) -> Iterator[tuple[str, list[Held]]]:
     """Batches taken from a Redis source: its delayed members of ``queue`` first (every
-    member for ''; ``by_name``: gocraft jobs so named), then up to ``waiting`` messages of
-    its lists (what waited when the run began: never what arrives meanwhile)."""
+    member for ''; ``by_name``: gocraft jobs so named), then what ``waiting`` allows of its
+    lists."""
     if delayed:
         start = seen = 0
         limit = int(store.client.zcard(store.delayed_key))
@@ -199,13 +223,11 @@ def claim_batches(store: SourceStore, batch: int, delayed: bool, queue: str,
                 yield batch_id, taken
             if looked < batch:
                 break
-    taken_total = 0
-    while taken_total < waiting:
+    while count := waiting.take(batch):
         batch_id = store.new_batch()
-        taken = store.claim_lists(batch_id, min(batch, waiting - taken_total))
+        taken = store.claim_lists(batch_id, count)
         if not taken:
             break
-        taken_total += len(taken)
         yield batch_id, taken
 
 
@@ -238,7 +260,7 @@ class AmqpSource(Source):
     def pending_counts(self, delayed: bool) -> dict[str, int]:
         return {"queue": int(self.broker.queue_depth(self.queue))}
 
-    def claim(self, batch: int, delayed: bool, waiting: int | None = None
+    def claim(self, batch: int, delayed: bool, waiting: Allowance | None = None
               ) -> Iterator[tuple[str, list[Held]]]:
         limit = int(self.broker.queue_depth(self.queue))
         taken = 0
@@ -289,7 +311,7 @@ class SqsSource(AmqpSource):
         super().__init__(endpoint, broker)
         self._aside: list[Delivery] = []
 
-    def claim(self, batch: int, delayed: bool, waiting: int | None = None
+    def claim(self, batch: int, delayed: bool, waiting: Allowance | None = None
               ) -> Iterator[tuple[str, list[Held]]]:
         idle = 0.0
         while idle < 2:  # two empty receives with nothing visible left (or twenty in all)
@@ -300,8 +322,8 @@ class SqsSource(AmqpSource):
                     break
                 deliveries += more
             if not deliveries:
-                waiting = int(self.broker.queue_depth(self.queue))
-                idle += 1 if waiting == 0 else 0.1
+                visible = int(self.broker.queue_depth(self.queue))
+                idle += 1 if visible == 0 else 0.1
                 continue
             idle = 0.0
             yield "", [Held(d.body, 0, delivery=d) for d in deliveries]
@@ -354,10 +376,11 @@ class GocraftSource(Source):
             counts["scheduled (every job)"] = int(self.client.zcard(self.keys.scheduled))
         return counts
 
-    def claim(self, batch: int, delayed: bool, waiting: int | None = None
+    def claim(self, batch: int, delayed: bool, waiting: Allowance | None = None
               ) -> Iterator[tuple[str, list[Held]]]:
         return claim_batches(cast(SourceStore, self.store), batch, delayed, self.queue, "",
-                             self.pending_counts(False)["queue"] if waiting is None else waiting,
+                             waiting if waiting is not None
+                             else Allowance(self.pending_counts(False)["queue"]),
                              by_name=True)
 
     def scan(self, batch: int, delayed: bool) -> Iterator[list[Held]]:
@@ -421,5 +444,6 @@ def open_source(endpoint: Endpoint, run: str) -> Source:
     return RedisSource(endpoint, broker, run)
 
 
-__all__ = ["ASIDE_SUFFIX", "AmqpSource", "GocraftSource", "RedisSource", "Source", "SqsSource",
+__all__ = ["ASIDE_SUFFIX", "Allowance", "AmqpSource", "GocraftSource", "RedisSource", "Source",
+           "SqsSource",
            "open_source"]

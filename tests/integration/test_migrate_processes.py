@@ -1,10 +1,12 @@
-"""``mbridge migrate --processes N`` on a real redis-server: helpers move shares of the
-source side by side; every message arrives once, their reports add up, and a run killed
-anywhere (its own process, or one helper) is finished by running it again."""
+"""``mbridge migrate --processes N`` on a real redis-server: helpers move the source side
+by side, taking batches from one shared allowance; every message arrives once, their
+reports add up, and a run killed anywhere (its own process, or one helper) is finished by
+running it again."""
 
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -12,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import pytest
@@ -21,7 +24,7 @@ from bridge.brokers.celery_redis import CeleryRedisBroker
 from bridge.endpoints import format_endpoint
 from bridge.migrate import MAX_REASONS, MigrationReport, migrate
 from bridge.migrate.bookkeeping import RunKeys, run_id
-from bridge.migrate.parallel import shares
+from bridge.migrate.sources import Allowance
 from bridge.protocol.celery import new_task
 from tests.integration.test_migrate import (
     bookkeeping,
@@ -48,10 +51,34 @@ def db_url(redis_url: str) -> Iterator[str]:
     client.close()
 
 
-def test_shares_split_what_waits_evenly() -> None:
-    assert shares(10, 3) == [4, 3, 3]
-    assert shares(2, 4) == [1, 1, 0, 0]
-    assert sum(shares(1_000_001, 7)) == 1_000_001
+def _take_all(allowance: Allowance, most: int, took: Connection) -> None:
+    taken = []
+    while count := allowance.take(most):
+        taken.append(count)
+    took.send(taken)
+
+
+def test_an_allowance_shared_by_processes_is_taken_once_in_all() -> None:
+    """Three processes and this one take batches of 7 from one allowance of 1,000: each
+    take is at most 7, and together they take exactly 1,000 (nothing twice, none left)."""
+    context = multiprocessing.get_context("forkserver")
+    allowance = Allowance(1000, context)
+    pipes = [context.Pipe(duplex=False) for _ in range(3)]
+    procs = [context.Process(target=_take_all, args=(allowance, 7, sender))
+             for _, sender in pipes]
+    for proc in procs:
+        proc.start()
+    mine = []
+    while count := allowance.take(7):
+        mine.append(count)
+    theirs = [receiver.recv() for receiver, _ in pipes]
+    for proc in procs:
+        proc.join(30)
+    takes = mine + [count for taken in theirs for count in taken]
+    assert sum(takes) == 1000 and max(takes) <= 7, (mine, theirs)
+    assert allowance.take(7) == 0
+    alone = Allowance(10)  # one process: a plain count
+    assert [alone.take(4), alone.take(4), alone.take(4), alone.take(4)] == [4, 4, 2, 0]
 
 
 def test_reports_add_up_within_the_cap_of_reasons() -> None:
