@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 
 from bridge.endpoints import Endpoint
+from bridge.heap import collector_paused
 from bridge.migrate.bookkeeping import Held
 from bridge.migrate.report import MigrationReport, Progress
 from bridge.migrate.results import ResultCarrier
@@ -28,6 +29,10 @@ class Engine:
     def batch(self, batch: str, held: Sequence[Held], *, resumed: bool = False,
               take: bool = True) -> None:
         """Translate, publish, then let the source forget the batch (``take``)."""
+        with collector_paused():
+            self._batch(batch, held, resumed, take)
+
+    def _batch(self, batch: str, held: Sequence[Held], resumed: bool, take: bool) -> None:
         report = self.report
         out: list[Translated] = []
         published: list[Held] = []
@@ -122,6 +127,7 @@ def open_engine(src: Endpoint, dst: Endpoint, run: str, report: MigrationReport,
     try:
         if not dry_run:
             engine.sink = open_sink(dst, run)
+            translator.keep_signatures = engine.sink.needs_signatures
             same = (src.protocol, src.backend_url) == (dst.protocol, dst.backend_url)
             if results and same:
                 report.notes.append("--results: both sides share one result backend")

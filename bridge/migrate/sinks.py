@@ -27,6 +27,8 @@ class Sink(ABC):
 
     done: DoneSet | None = None
     """Redis sinks: the record of published batches (written with the messages)."""
+    needs_signatures = False
+    """machinery sinks that publish Signature objects, not ``Translated.body`` and ``eta``."""
 
     @abstractmethod
     def publish(self, items: Sequence[Translated], batch: str) -> None:
@@ -51,8 +53,7 @@ class MachinerySink(Sink):
         now_list: list[bytes] = []
         delayed: dict[bytes, int] = {}
         for item in items:
-            sig = item.signature
-            eta = unix_nano(sig.eta) if sig is not None and sig.eta is not None else 0
+            eta = unix_nano(item.eta) if item.eta is not None else 0
             if eta > now:
                 delayed[item.body] = eta
             else:
@@ -101,6 +102,8 @@ class CelerySink(Sink):
 class MachineryAmqpSink(Sink):
     """machinery on RabbitMQ: published as Go's Publish does (future ETAs through machinery's
     delay queues), publisher-confirmed (no done record: at least once)."""
+
+    needs_signatures = True
 
     def __init__(self, endpoint: Endpoint, broker: Any) -> None:
         self.broker = broker

@@ -47,7 +47,8 @@ class Translated:
     task: str
     task_id: str
     signature: Signature | None = None
-    """machinery destinations: the Signature to publish (RoutingKey = destination queue)."""
+    """machinery destinations whose sink publishes Signatures (``Translator.keep_signatures``):
+    the Signature to publish (RoutingKey = destination queue)."""
     body: bytes = b""
     """machinery destinations: ``signature.to_json()``."""
     message: CeleryMessage | None = None
@@ -59,7 +60,8 @@ class Translated:
     wanted: bool = True
     """False when ``--task`` filters it out."""
     eta: datetime | None = None
-    """When it may run (an ETA or countdown, a delayed set's due time); None: at once."""
+    """When it may run (an ETA or countdown, a delayed set's due time); None: at once.
+    machinery destinations: the Signature's ETA, as published."""
 
     @property
     def ok(self) -> bool:
@@ -87,6 +89,10 @@ class Translator:
         self.tasks = frozenset(tasks)
         self.accept = tuple(accept)
         """Serializers taken from Celery messages (a Celery app's accept_content)."""
+        self.keep_signatures = False
+        """machinery destinations: keep each Signature on its Translated (a sink on RabbitMQ
+        publishes them; on Redis the bytes and the ETA are enough, and a batch's Signatures
+        freed as soon as they are written cost less)."""
 
     def wants(self, name: str) -> bool:
         return not self.tasks or name in self.tasks
@@ -179,10 +185,11 @@ class Translator:
             out.reason = clip(str(exc)) if isinstance(exc, BridgeError) else describe(exc)
         return out
 
-    @staticmethod
-    def _encode_signature(out: Translated, sig: Signature) -> None:
+    def _encode_signature(self, out: Translated, sig: Signature) -> None:
         out.body = sig.to_json()
-        out.signature = sig
+        out.eta = sig.eta
+        if self.keep_signatures:
+            out.signature = sig
 
 
 def _with_eta(task: CeleryTask, message: CeleryMessage, due: datetime) -> CeleryMessage:
