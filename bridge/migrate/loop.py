@@ -155,7 +155,7 @@ def _move(engine: Engine, report: MigrationReport, include_delayed: bool,
           include_unacked: bool, unacked_older_than: float | None, batch: int,
           helpers: Helpers | None = None) -> None:
     """Move: return orphans, finish a killed run's batches, then claim (with ``helpers``,
-    the lists' share of this process; the others move the rest side by side)."""
+    batch by batch beside them from one shared allowance)."""
     source = engine.src
     store = source.store
     if store is not None:

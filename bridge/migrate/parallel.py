@@ -116,7 +116,7 @@ class _Helper:
 
 
 class Helpers:
-    """``count`` helper processes moving shares of a run's source beside its own process."""
+    """``count`` helper processes moving a run's source beside its own process."""
 
     def __init__(self, count: int, spec: HelperRun) -> None:
         self.count = count

@@ -103,7 +103,7 @@ def test_processes_move_every_message_once_and_add_up_their_reports(db_url: str)
     bad = [new_task("add", [{"not": "typed"}]) for _ in range(6)]
     later = [new_task("mul", [i, 2], eta=eta) for i in range(3)]
     tasks = list(good)
-    for n, task in enumerate(bad):  # spread over every process's share
+    for n, task in enumerate(bad):  # spread over the batches every process takes
         tasks.insert(1000 * n + 500, task)
     publish_celery(db_url, "celery", tasks + later)
     seen: list[MigrationReport] = []
