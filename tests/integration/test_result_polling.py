@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 
 import pytest
@@ -27,7 +29,12 @@ def test_reads_come_sooner_first_then_every_interval(redis_url: str,
         reads.append(task_uuid)
         return get_state(task_uuid)
 
+    real_sleep, this_thread = time.sleep, threading.get_ident()
+
     def pause(seconds: float) -> None:  # the state is stored after the 12th pause
+        if threading.get_ident() != this_thread:  # time.sleep is patched process-wide: a
+            real_sleep(seconds)  # thread another test left behind sleeps for real, uncounted
+            return
         pauses.append(seconds)
         if len(pauses) == 12:
             backend.set_state(new_state(sig, SUCCESS, [TaskResult("int64", 42)]))
