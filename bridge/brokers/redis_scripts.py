@@ -83,6 +83,7 @@ local function b64(s)
 end
 
 local function is_utf8(s)
+  if not string.find(s, '[\\128-\\255]') then return true end  -- ASCII: one C scan
   local i, n = 1, #s
   while i <= n do
     local c = s:byte(i)
