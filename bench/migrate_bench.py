@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -93,11 +94,47 @@ def measure(url: str, count: int, batch: int, tag: str, broker: str = "",
     return rows
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (0.0 once it is gone)."""
+    if pid < 0:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of ``pid`` and all its descendants (a relay's helper processes are
+    children of its forkserver)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(parent, []).append(int(entry))
+    total, todo = 0.0, [pid]
+    while todo:
+        here = todo.pop()
+        total += cpu_seconds(here)
+        todo += children.get(here, [])
+    return total
+
+
 def relay_leg(url: str, src: str, dst: str, dst_queue: str, count: int,
               processes: int = 1) -> dict[str, Any]:
     """``mbridge relay SRC → DST`` over a full source queue: msg/s from the first message on
-    the destination to the last, and the relay's peak RSS (VmHWM) before it stops."""
+    the destination to the last, the relay's peak RSS (VmHWM) before it stops, and the CPU
+    a message of the relay's processes and of redis-server over the same span."""
     client = redis.Redis.from_url(url)
+    local = client.connection_pool.connection_kwargs.get("host") in ("127.0.0.1", "localhost")
+    redis_pid = int(client.info("server")["process_id"]) if local else -1  # -1: not ours to read
     proc = subprocess.Popen([sys.executable, "-m", "bridge.cli", "relay", "--from", src,
                              "--to", dst, "-l", "warning", "--processes", str(processes)],
                             stdout=subprocess.DEVNULL)
@@ -108,17 +145,22 @@ def relay_leg(url: str, src: str, dst: str, dst_queue: str, count: int,
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"relay stopped or stalled at {moved} of {count}")
             if first is None and moved:
-                first = (time.monotonic(), moved)
+                first = (time.monotonic(), moved, tree_cpu_seconds(proc.pid),
+                         cpu_seconds(redis_pid))
             time.sleep(0.01)
         last = time.monotonic()
+        relay_cpu, redis_cpu = tree_cpu_seconds(proc.pid), cpu_seconds(redis_pid)
         with open(f"/proc/{proc.pid}/status") as status:
             hwm = next(int(line.split()[1]) for line in status if line.startswith("VmHWM"))
     finally:
         proc.terminate()
         proc.wait(timeout=60)
         client.close()
-    began, already = first or (last, 0)
-    return {"rate": (count - already) / max(last - began, 1e-9), "rss_mb": hwm / 1024}
+    began, already, relay_before, redis_before = first or (last, 0, relay_cpu, redis_cpu)
+    span = max(count - already, 1)
+    return {"rate": (count - already) / max(last - began, 1e-9), "rss_mb": hwm / 1024,
+            "relay_us": (relay_cpu - relay_before) / span * 1e6,
+            "redis_us": (redis_cpu - redis_before) / span * 1e6}
 
 
 def relay_rows(url: str, count: int, processes: int = 1) -> list[dict[str, Any]]:
@@ -138,6 +180,7 @@ def relay_rows(url: str, count: int, processes: int = 1) -> list[dict[str, Any]]
             label += f" -P {processes}"
         rows.append({"direction": label, "messages": count, "seconds": count / leg["rate"],
                      "rate": leg["rate"], "rss_mb": leg["rss_mb"],
+                     "cpu": f"{leg['relay_us']:.0f} + {leg['redis_us']:.0f}",
                      "redis_mb": int(client.info("memory")["used_memory"]) / 2**20})
     client.flushdb()
     client.close()
@@ -174,13 +217,15 @@ def main() -> None:
             for processes in args.relay_processes:
                 rows += relay_rows(url, args.relay, processes)
     print(f"{'direction':<32}{'messages':>11}{'seconds':>10}{'msg/s':>10}"
-          f"{'peak RSS MB':>13}{'Redis MB':>10}")
+          f"{'peak RSS MB':>13}{'Redis MB':>10}{'CPU us/msg':>14}")
     for row in rows:
         print(f"{row['direction']:<32}{row['messages']:>11,}{row['seconds']:>10.1f}"
-              f"{row['rate']:>10,.0f}{row['rss_mb']:>13.1f}{row['redis_mb']:>10.0f}")
+              f"{row['rate']:>10,.0f}{row['rss_mb']:>13.1f}{row['redis_mb']:>10.0f}"
+              f"{row.get('cpu', ''):>14}")
     print(f"batch {args.batch}; each migration in a fresh process; peak RSS = its ru_maxrss "
           "(-P N: of the run's process; each helper's is about the same; a relay's: its "
-          "VmHWM once the last message arrived)")
+          "VmHWM once the last message arrived); CPU us/msg (relays): the relay's processes "
+          "+ redis-server's, from the first message on the destination to the last")
 
 
 if __name__ == "__main__":
