@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from typing import Any
 
 import redis
 
+from bench.proc_cpu import redis_cpu_seconds, tree_cpu_seconds
 from bridge.brokers.celery_redis import CeleryRedisBroker
 from bridge.endpoints import parse_endpoint
 from bridge.localredis import local_redis
@@ -94,47 +94,12 @@ def measure(url: str, count: int, batch: int, tag: str, broker: str = "",
     return rows
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` (0.0 once it is gone)."""
-    if pid < 0:
-        return 0.0
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def tree_cpu_seconds(pid: int) -> float:
-    """CPU seconds of ``pid`` and all its descendants (a relay's helper processes are
-    children of its forkserver)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(parent, []).append(int(entry))
-    total, todo = 0.0, [pid]
-    while todo:
-        here = todo.pop()
-        total += cpu_seconds(here)
-        todo += children.get(here, [])
-    return total
-
-
 def relay_leg(url: str, src: str, dst: str, dst_queue: str, count: int,
               processes: int = 1) -> dict[str, Any]:
     """``mbridge relay SRC → DST`` over a full source queue: msg/s from the first message on
     the destination to the last, the relay's peak RSS (VmHWM) before it stops, and the CPU
     a message of the relay's processes and of redis-server over the same span."""
     client = redis.Redis.from_url(url)
-    local = client.connection_pool.connection_kwargs.get("host") in ("127.0.0.1", "localhost")
-    redis_pid = int(client.info("server")["process_id"]) if local else -1  # -1: not ours to read
     proc = subprocess.Popen([sys.executable, "-m", "bridge.cli", "relay", "--from", src,
                              "--to", dst, "-l", "warning", "--processes", str(processes)],
                             stdout=subprocess.DEVNULL)
@@ -146,10 +111,10 @@ def relay_leg(url: str, src: str, dst: str, dst_queue: str, count: int,
                 raise RuntimeError(f"relay stopped or stalled at {moved} of {count}")
             if first is None and moved:
                 first = (time.monotonic(), moved, tree_cpu_seconds(proc.pid),
-                         cpu_seconds(redis_pid))
+                         redis_cpu_seconds(client))
             time.sleep(0.01)
         last = time.monotonic()
-        relay_cpu, redis_cpu = tree_cpu_seconds(proc.pid), cpu_seconds(redis_pid)
+        relay_cpu, redis_cpu = tree_cpu_seconds(proc.pid), redis_cpu_seconds(client)
         with open(f"/proc/{proc.pid}/status") as status:
             hwm = next(int(line.split()[1]) for line in status if line.startswith("VmHWM"))
     finally:

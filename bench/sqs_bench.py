@@ -29,6 +29,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from bench.proc_cpu import cpu_seconds
 from bridge.app import Bridge
 from bridge.config import Config, SQSConfig
 
@@ -90,12 +91,6 @@ class Feeder(threading.Thread):
             self.error = exc
         finally:
             self.producer.close()
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_done(backend: str, uuids: list[str], timeout: float = 900) -> float:

@@ -21,16 +21,12 @@ from typing import Any
 
 import redis
 
+from bench.proc_cpu import redis_cpu_seconds
 from bridge.app import Bridge
 from bridge.config import Config
 from bridge.handlers.base import Job
 from bridge.localredis import local_redis
 from bridge.worker import Worker, WorkerOptions
-
-
-def _redis_cpu(client: redis.Redis) -> float:
-    info = client.info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 def _app(url: str, queue: str) -> Bridge:
@@ -65,7 +61,7 @@ def run(url: str, n: int, batch: int, queue: str = "", filled: bool = False
     consumer = handler.consumer
     jobs: list[Job] = []
     done = 0
-    redis_before = _redis_cpu(client)
+    redis_before = redis_cpu_seconds(client)
     cpu = time.thread_time()
     wall = time.perf_counter()
     while True:
@@ -81,7 +77,7 @@ def run(url: str, n: int, batch: int, queue: str = "", filled: bool = False
         jobs = handler.step(finished, deliveries)
     cpu = time.thread_time() - cpu
     wall = time.perf_counter() - wall
-    redis_cpu = _redis_cpu(client) - redis_before
+    redis_cpu = redis_cpu_seconds(client) - redis_before
     if client.llen(queue) or done != n:
         raise RuntimeError(f"only {done} of {n} tasks ran")
     app.close()

@@ -26,6 +26,7 @@ from typing import Any
 
 import redis
 
+from bench.proc_cpu import cpu_seconds
 from bridge.app import Bridge
 from bridge.config import Config
 from bridge.localredis import local_redis
@@ -160,12 +161,6 @@ def bench_setup(url: str, concurrency: int) -> tuple[dict[str, str], redis.Redis
     ours = [sys.executable, "-m", "bridge.cli", "worker", "-A", "bench.bench_apps:bridge_app",
             "-c", str(concurrency), "-l", "warning"]
     return env, redis.Redis.from_url(url), ours
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process so far (/proc/PID/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def bridge_latency(url: str, env: dict[str, str], cmd: Callable[[str], list[str]],

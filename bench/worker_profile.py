@@ -30,16 +30,11 @@ from typing import NamedTuple
 import redis
 
 from bench.bench_apps import burn
-from bench.worker_bench import cpu_seconds
+from bench.proc_cpu import cpu_seconds, redis_cpu_seconds
 from bridge.app import Bridge
 from bridge.config import Config
 from bridge.localredis import local_redis
 from bridge.worker import Worker, WorkerOptions
-
-
-def _redis_cpu(client: redis.Redis) -> float:
-    info = client.info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 def _script_calls(client: redis.Redis) -> int:
@@ -99,7 +94,7 @@ def one_round(url: str, n: int, concurrency: int, profile: cProfile.Profile | No
         worker.stop()
 
     watcher = threading.Thread(target=watch, daemon=True)
-    redis_before, scripts_before = _redis_cpu(client), _script_calls(client)
+    redis_before, scripts_before = redis_cpu_seconds(client), _script_calls(client)
     cpu_before = time.process_time()
     loop_before = time.thread_time()
     began = time.perf_counter()
@@ -112,7 +107,7 @@ def one_round(url: str, n: int, concurrency: int, profile: cProfile.Profile | No
     wall = time.perf_counter() - began
     cpu = time.process_time() - cpu_before
     loop_cpu = time.thread_time() - loop_before
-    redis_cpu = _redis_cpu(client) - redis_before
+    redis_cpu = redis_cpu_seconds(client) - redis_before
     scripts = _script_calls(client) - scripts_before
     watcher.join()
     app.close()
