@@ -22,6 +22,7 @@ from bridge.cli.options import (
     setup_logging,
 )
 from bridge.cli.worker_control import start_controls
+from bridge.cli.worker_processes import indexed_node, indexed_port, process_index, supervise
 from bridge.config import Config, redact_url
 from bridge.heap import freeze_loaded
 from bridge.outage import one_line, probe
@@ -35,6 +36,9 @@ from bridge.worker import Worker, WorkerOptions
 @click.option("-c", "--concurrency", default=4, show_default=True, help="Tasks run at once.")
 @click.option("--pool", type=click.Choice(["threads", "processes"]), default="threads",
               show_default=True, help="Run tasks in threads, or processes for CPU-bound work.")
+@click.option("--processes", default=1, show_default=True, type=click.IntRange(1, 256),
+              help="Run this many whole workers side by side, one per core or more (each "
+                   "with -c task threads); CPU-bound tasks use every core this way.")
 @click.option("--graceful-timeout", default=30.0, show_default=True,
               help="Seconds to let running tasks finish after SIGTERM.")
 @click.option("--celery-app", metavar="MODULE[:ATTR]",
@@ -85,7 +89,7 @@ from bridge.worker import Worker, WorkerOptions
               help="How often queue depths, delayed, held and dead letters are sampled.")
 @loglevel_option()
 def worker(app_path: str | None, config_path: str | None, queue: str, concurrency: int,
-           pool: str, graceful_timeout: float, celery_app: str | None,
+           pool: str, processes: int, graceful_timeout: float, celery_app: str | None,
            celery_queues: tuple[str, ...], celery_broker: str | None,
            celery_backend: str | None, gocraft_namespace: str | None,
            gocraft_redis: str | None, gocraft_jobs: tuple[str, ...], no_machinery: bool,
@@ -99,10 +103,16 @@ def worker(app_path: str | None, config_path: str | None, queue: str, concurrenc
     setup_logging(loglevel)
     # as Celery's worker: SIGUSR1 prints every thread's stack to stderr (a stuck worker)
     faulthandler.register(signal.SIGUSR1, all_threads=True)
-    app = load_app(app_path, config_path)
+    index = process_index()
+    app = load_app(app_path, config_path)  # a bad -A or config: one line, before any process
+    if processes > 1 and not index:
+        sys.exit(supervise(processes))
+    if index:
+        logging.getLogger("bridge").info("worker process %d of %d (pid %d)", index, processes,
+                                         os.getpid())
     if no_machinery and not app.configured:  # no machinery queue: none of its config is used
         app.config = Config()
-    node = node_name(hostname)
+    node = indexed_node(node_name(hostname), index)
     side = celery_side(app, celery_app, celery_queues, celery_broker, celery_backend, node)
     for celery_task_log in ("celery.app.trace", "celery.worker.strategy"):
         # Celery's tracer says what bridge.task says, with a traceback: one line is enough
@@ -130,6 +140,7 @@ def worker(app_path: str | None, config_path: str | None, queue: str, concurrenc
     for handler in runner.handlers:
         handler.consumer.recover_after(recover_after)
     runner.check()
+    metrics_port = indexed_port(metrics_port, index)
     server = _serve_metrics(runner, metrics_port, metrics_host) \
         if metrics_port is not None else None
     commands = not no_remote_control and (side is None or side.remote_control)

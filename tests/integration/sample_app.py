@@ -27,6 +27,13 @@ def sleep_ms(ms: int) -> int:
     return ms
 
 
+@app.task("pid_after")
+def pid_after(ms: int) -> int:
+    """The id of the process that ran it, after ``ms`` milliseconds (``--processes``)."""
+    time.sleep(ms / 1000)
+    return os.getpid()
+
+
 def square(value: int) -> int:
     """Module-level so a process pool can run it."""
     return value * value

@@ -1,0 +1,145 @@
+"""``mbridge worker --processes N``: whole workers side by side under one supervisor, each
+serving the queue; a dead one replaced with nothing lost; signals passed on once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from bridge.app import Bridge
+from bridge.backends.redis import RedisBackend
+from bridge.brokers.redis import RedisBroker
+from bridge.config import Config
+from tests.proc_tree import alive, parents
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def env(redis_url: str) -> Iterator[dict[str, str]]:
+    queue = f"procs_{uuid.uuid4().hex[:8]}"
+    yield {**os.environ, "BRIDGE_TEST_REDIS": redis_url, "BRIDGE_TEST_QUEUE": queue,
+           "PYTHONPATH": str(ROOT)}
+
+
+@pytest.fixture
+def app(env: dict[str, str]) -> Iterator[Bridge]:
+    url = env["BRIDGE_TEST_REDIS"]
+    config = Config(broker=url, result_backend=url, default_queue=env["BRIDGE_TEST_QUEUE"])
+    bridge = Bridge(config, broker=RedisBroker(url, config), backend=RedisBackend(url, config))
+    yield bridge
+    bridge.close()
+
+
+def start(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "bridge.cli", "worker", "-A", "tests.integration.sample_app",
+         "-l", "info", "--recover-after", "2", *args], env=env, cwd=ROOT,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def workers_of(supervisor: int, count: int, timeout: float = 30.0) -> list[int]:
+    """The supervisor's worker processes, once ``count`` of them run."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = sorted(p for p, parent in parents().items() if parent == supervisor and alive(p))
+        if len(found) == count:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"{supervisor} did not run {count} worker processes")
+
+
+def states(app: Bridge, uuids: list[str]) -> list[str]:
+    return [s.state if s is not None else "PENDING" for s in app.backend.get_states(uuids)]
+
+
+def wait_states(app: Bridge, uuids: list[str], state: str, count: int,
+                timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while states(app, uuids).count(state) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert states(app, uuids).count(state) >= count, states(app, uuids)
+
+
+def test_every_worker_process_serves_and_one_signal_finishes_running_tasks(
+        env: dict[str, str], app: Bridge) -> None:
+    supervisor = start(env, "--processes", "2", "-c", "2")
+    try:
+        pids = workers_of(supervisor.pid, 2)
+        results = app.send_batch([app.signature("pid_after", 30, arg_types=["int64"])
+                                  for _ in range(60)])
+        served = {result.get(timeout=60) for result in results}
+        assert served == set(pids)  # both took tasks from the one queue
+        # Ctrl-C in a terminal reaches the supervisor alone; passed on once, it lets the
+        # running tasks finish (twice would hand them back unfinished)
+        slow = app.send_batch([app.signature("sleep_ms", 1500, arg_types=["int64"])
+                               for _ in range(6)])
+        uuids = [r.task_uuid for r in slow]
+        wait_states(app, uuids, "STARTED", 4)
+        supervisor.send_signal(signal.SIGINT)
+        assert supervisor.wait(timeout=30) == 0
+        done = states(app, uuids).count("SUCCESS")
+        assert done >= 4
+        waiting = redis.Redis.from_url(env["BRIDGE_TEST_REDIS"]).llen(env["BRIDGE_TEST_QUEUE"])
+        assert done + waiting == 6
+        assert not any(alive(pid) for pid in pids)
+    finally:
+        if supervisor.poll() is None:
+            supervisor.kill()
+
+
+def test_a_dead_worker_process_is_replaced_and_its_tasks_run(
+        env: dict[str, str], app: Bridge) -> None:
+    supervisor = start(env, "--processes", "2", "-c", "2")
+    try:
+        first, second = workers_of(supervisor.pid, 2)
+        results = app.send_batch([app.signature("sleep_ms", 400, arg_types=["int64"])
+                                  for _ in range(16)])
+        uuids = [r.task_uuid for r in results]
+        wait_states(app, uuids, "STARTED", 4)
+        os.kill(first, signal.SIGKILL)
+        wait_states(app, uuids, "SUCCESS", 16, timeout=90)  # the dead one's come back
+        replaced = workers_of(supervisor.pid, 2)
+        assert second in replaced and first not in replaced
+        supervisor.send_signal(signal.SIGTERM)
+        assert supervisor.wait(timeout=30) == 0
+        err = supervisor.stderr.read().decode() if supervisor.stderr else ""
+        assert f"worker process 1 (pid {first}) died (killed by SIGKILL)" in err
+    finally:
+        if supervisor.poll() is None:
+            supervisor.kill()
+
+
+def test_workers_stop_when_the_supervisor_is_killed(env: dict[str, str]) -> None:
+    supervisor = start(env, "--processes", "2", "-c", "1")
+    pids = workers_of(supervisor.pid, 2)
+    supervisor.kill()
+    supervisor.wait(timeout=10)
+    deadline = time.monotonic() + 30
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(alive(pid) for pid in pids)
+
+
+def test_a_configuration_error_stops_every_worker_process(env: dict[str, str]) -> None:
+    # worker 1's metrics port is taken: it says so and exits 2 (worker 2 listens on the
+    # next port and runs); the supervisor stops worker 2 instead of restarting worker 1
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        supervisor = start(env, "--processes", "2", "--metrics-port", str(port))
+        assert supervisor.wait(timeout=60) == 2
+    err = supervisor.stderr.read().decode() if supervisor.stderr else ""
+    assert f"--metrics-port {port}: cannot listen" in err
+    assert "worker process 1 exited with a usage or configuration error" in err

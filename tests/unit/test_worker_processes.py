@@ -1,0 +1,28 @@
+"""What each of ``--processes N`` workers takes from its index."""
+
+from __future__ import annotations
+
+import pytest
+
+from bridge.cli.worker_processes import ENV, indexed_node, indexed_port, process_index
+
+
+def test_node_names_get_the_index_before_the_host() -> None:
+    assert indexed_node("bridge@box.example", 2) == "bridge-2@box.example"
+    assert indexed_node("bridge@box", 0) == "bridge@box"  # one worker: as given
+    assert indexed_node("plain", 3) == "plain-3"
+
+
+def test_metrics_ports_count_up_from_the_one_given() -> None:
+    assert indexed_port(9100, 1) == 9100
+    assert indexed_port(9100, 3) == 9102
+    assert indexed_port(0, 3) == 0  # any free port, for each
+    assert indexed_port(None, 2) is None
+    assert indexed_port(9100, 0) == 9100
+
+
+@pytest.mark.parametrize(("value", "index"), [("", 0), ("2", 2), ("x", 0)])
+def test_the_index_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch, value: str,
+                                              index: int) -> None:
+    monkeypatch.setenv(ENV, value)
+    assert process_index() == index
