@@ -29,7 +29,7 @@ from typing import Any
 
 import redis
 
-from bench.worker_bench import HARNESS, bench_setup, start, stop, wait_done
+from bench.worker_bench import HARNESS, bench_setup, start, stop, wait_blocked, wait_done
 from bridge.backends.base import new_state
 from bridge.localredis import local_redis
 from bridge.protocol.machinery import PENDING, Signature, new_uuid
@@ -102,15 +102,6 @@ def successes(client: redis.Redis, run: str, start_at: int, stop_at: int) -> int
         keys = [task_id(run, i) for i in range(offset, min(offset + CHUNK, stop_at))]
         done += sum(1 for v in client.mget(keys) if v is not None and SUCCESS in v)
     return done
-
-
-def wait_blocked(client: redis.Redis, count: int, proc: subprocess.Popen[bytes]) -> None:
-    """Until COUNT clients block on Redis (each idle worker: one BLMOVE / BLPOP)."""
-    deadline = time.monotonic() + 120
-    while int(client.info("clients")["blocked_clients"]) < count:
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"{count} workers did not all start waiting on the queue")
-        time.sleep(0.02)
 
 
 def processes_run(n: int, count: int, head: list[str], env: dict[str, str],

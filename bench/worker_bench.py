@@ -71,27 +71,43 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
+def wait_blocked(client: redis.Redis, count: int, proc: subprocess.Popen[bytes]) -> None:
+    """Until COUNT clients block on Redis (each idle worker: one BLMOVE / BLPOP)."""
+    deadline = time.monotonic() + 120
+    while int(client.info("clients")["blocked_clients"]) < count:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{count} workers did not all start waiting on the queue")
+        time.sleep(0.02)
+
+
 def machinery_run(url: str, n: int, cmd: Callable[[str], list[str]], env: dict[str, str],
-                  client: redis.Redis, task: str = "noop", *args: Any) -> float:
+                  client: redis.Redis, task: str = "noop", *args: Any, loops: int = 0
+                  ) -> float:
     """Fill a fresh queue with N machinery tasks (``task(*args)``, default no-op), start a
-    worker, return tasks/s."""
+    worker, return tasks/s (first take → last SUCCESS). With ``loops``, the worker starts
+    first and the tasks are sent once that many fetch loops wait on the queue (several
+    worker processes then start together): send → last SUCCESS."""
     client.flushdb()
     queue = f"bench_{uuid.uuid4().hex[:6]}"
     app = Bridge(Config(broker=url, result_backend=url, default_queue=queue))
     types = ["int64"] * len(args)
-    results = []
-    for offset in range(0, n, 5000):
-        batch = [app.signature(task, *args, arg_types=types)
-                 for _ in range(min(5000, n - offset))]
-        results += app.send_batch(batch)
-    proc = start(cmd(queue), {**env, "BENCH_QUEUE": queue})
+    proc = start(cmd(queue), {**env, "BENCH_QUEUE": queue}) if loops else None
     try:
+        if proc is not None:
+            wait_blocked(client, loops, proc)
+        batches = [[app.signature(task, *args, arg_types=types)
+                    for _ in range(min(5000, n - offset))] for offset in range(0, n, 5000)]
+        began = time.monotonic()
+        results = [result for batch in batches for result in app.send_batch(batch)]
+        if proc is None:
+            proc = start(cmd(queue), {**env, "BENCH_QUEUE": queue})
         first, last = wait_done(client, queue, [r.task_uuid for r in results],
                                 b'"State":"SUCCESS"', timeout=600)
     finally:
-        stop(proc)
+        if proc is not None:
+            stop(proc)
         app.close()
-    return n / (last - first)
+    return n / (last - (began if loops else first))
 
 
 def celery_run(url: str, n: int, pool: str, concurrency: int, env: dict[str, str],
