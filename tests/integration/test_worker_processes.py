@@ -3,6 +3,8 @@ serving the queue; a dead one replaced with nothing lost; signals passed on once
 
 from __future__ import annotations
 
+import gc
+import json
 import os
 import signal
 import socket
@@ -143,3 +145,39 @@ def test_a_configuration_error_stops_every_worker_process(env: dict[str, str]) -
     err = supervisor.stderr.read().decode() if supervisor.stderr else ""
     assert f"--metrics-port {port}: cannot listen" in err
     assert "worker process 1 exited with a usage or configuration error" in err
+
+
+def test_each_worker_process_is_a_celery_node_of_its_own(redis_url: str) -> None:
+    """Celery's stock ``inspect ping`` hears every worker process under its own node name,
+    and a Celery client's tasks are served by them."""
+    from celery import Celery
+
+    queue, name = f"procs_{uuid.uuid4().hex[:8]}", f"pw-{uuid.uuid4().hex[:6]}@testhost"
+    env = {**os.environ, "CELERY_TEST_BROKER": redis_url, "CELERY_TEST_BACKEND": redis_url,
+           "PYTHONPATH": str(ROOT)}
+    supervisor = subprocess.Popen(
+        [sys.executable, "-m", "bridge.cli", "worker", "--celery-app", "tests.celery_app",
+         "--celery-queue", queue, "--no-machinery", "-c", "2", "-n", name, "--processes", "2",
+         "-l", "warning"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+    client = Celery("procs-client", broker=redis_url, backend=redis_url)
+    celery = str(Path(sys.executable).with_name("celery"))
+    nodes = {f"pw-{name[3:9]}-{i}@testhost" for i in (1, 2)}
+    try:
+        heard: set[str] = set()
+        deadline = time.monotonic() + 60
+        while heard != nodes and time.monotonic() < deadline:
+            run = subprocess.run([celery, "-A", "tests.celery_app", "inspect", "ping", "-t", "2",
+                                  "--json"], env=env, cwd=ROOT, capture_output=True, text=True,
+                                 timeout=60)
+            heard = set(json.loads(run.stdout)) if run.returncode == 0 else set()
+        assert heard == nodes
+        results = [client.send_task("tasks.add", (i, i), queue=queue) for i in range(10)]
+        assert [r.get(timeout=30) for r in results] == [2 * i for i in range(10)]
+        del results
+    finally:
+        gc.collect()  # the results' __del__ now, while their Redis is up
+        client.backend.result_consumer.stop()
+        client.close()
+        supervisor.send_signal(signal.SIGTERM)
+        assert supervisor.wait(timeout=30) == 0
