@@ -15,8 +15,13 @@ TASK_FIELDS = ("task_id", "task_name", "queue", "event", "runtime")
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per record: time (UTC, ISO 8601), level, logger, message, the task
-    fields when present, and the traceback as ``exception`` when there is one."""
+    """One JSON object per record: time (UTC, ISO 8601), level, logger, message, the
+    process's name among its siblings when it has one, the task fields when present, and
+    the traceback as ``exception`` when there is one."""
+
+    def __init__(self, process: str = "") -> None:
+        super().__init__()
+        self.process = process
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, object] = {
@@ -26,6 +31,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        if self.process:
+            line["process"] = self.process
         for name in TASK_FIELDS:
             value = record.__dict__.get(name)
             if value is not None:
@@ -35,8 +42,10 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str, ensure_ascii=False)
 
 
-def configure(level: str, fmt: str = "plain") -> None:
-    """Log records of ``level`` and above to stderr in ``fmt`` (``plain`` or ``json``)."""
+def configure(level: str, fmt: str = "plain", process: str = "") -> None:
+    """Log records of ``level`` and above to stderr in ``fmt`` (``plain`` or ``json``);
+    ``process`` names this process among its siblings (``worker-2``) on every line."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(PLAIN))
+    plain = PLAIN.replace("%(name)s", f"[{process}] %(name)s") if process else PLAIN
+    handler.setFormatter(JsonFormatter(process) if fmt == "json" else logging.Formatter(plain))
     logging.basicConfig(level=level.upper(), handlers=[handler])

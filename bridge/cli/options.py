@@ -106,7 +106,8 @@ def _import_app_module(app_path: str) -> ModuleType:
         raise
 
 
-def setup_logging(level: str) -> None:
-    """Log records of ``level`` and above to stderr, as ``--log-format`` asked."""
+def setup_logging(level: str, process: str = "") -> None:
+    """Log records of ``level`` and above to stderr, as ``--log-format`` asked; ``process``
+    names this process on every line (one of ``--processes``)."""
     ctx = click.get_current_context(silent=True)
-    configure(level, ctx.meta.get("bridge.log_format", "plain") if ctx else "plain")
+    configure(level, ctx.meta.get("bridge.log_format", "plain") if ctx else "plain", process)

@@ -100,10 +100,10 @@ def worker(app_path: str | None, config_path: str | None, queue: str, concurrenc
            metrics_interval: float, loglevel: str) -> None:
     """Serve machinery tasks (from Go or Python producers) with your Python functions,
     and Celery clients' tasks from Celery queues."""
-    setup_logging(loglevel)
+    index = process_index()
+    setup_logging(loglevel, f"worker-{index}" if index else "")
     # as Celery's worker: SIGUSR1 prints every thread's stack to stderr (a stuck worker)
     faulthandler.register(signal.SIGUSR1, all_threads=True)
-    index = process_index()
     app = load_app(app_path, config_path)  # a bad -A or config: one line, before any process
     if processes > 1 and not index:
         sys.exit(supervise(processes))

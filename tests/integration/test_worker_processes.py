@@ -117,6 +117,7 @@ def test_a_dead_worker_process_is_replaced_and_its_tasks_run(
         assert supervisor.wait(timeout=30) == 0
         err = supervisor.stderr.read().decode() if supervisor.stderr else ""
         assert f"worker process 1 (pid {first}) died (killed by SIGKILL)" in err
+        assert f"INFO [worker-2] bridge: worker process 2 of 2 (pid {second})" in err
     finally:
         if supervisor.poll() is None:
             supervisor.kill()

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import logging
+
 import pytest
 
 from bridge.cli.worker_processes import ENV, indexed_node, indexed_port, process_index
+from bridge.logformat import JsonFormatter
 
 
 def test_node_names_get_the_index_before_the_host() -> None:
@@ -26,3 +30,9 @@ def test_the_index_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch, v
                                               index: int) -> None:
     monkeypatch.setenv(ENV, value)
     assert process_index() == index
+
+
+def test_json_lines_name_the_worker_process() -> None:
+    record = logging.LogRecord("bridge.worker", logging.INFO, __file__, 1, "up", None, None)
+    assert json.loads(JsonFormatter("worker-2").format(record))["process"] == "worker-2"
+    assert "process" not in json.loads(JsonFormatter().format(record))
