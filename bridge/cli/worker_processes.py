@@ -41,8 +41,9 @@ _PR_SET_PDEATHSIG = 1
 
 
 def process_index() -> int:
-    """This worker's index among ``--processes`` (1 to N); 0 when it runs alone."""
-    value = os.environ.get(ENV, "")
+    """This worker's index among ``--processes`` (1 to N); 0 when it runs alone. Read once:
+    the variable is removed, so no process this one starts inherits it."""
+    value = os.environ.pop(ENV, "")
     return int(value) if value.isdigit() else 0
 
 

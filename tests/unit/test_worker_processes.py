@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 
 import pytest
 
@@ -30,6 +31,7 @@ def test_the_index_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch, v
                                               index: int) -> None:
     monkeypatch.setenv(ENV, value)
     assert process_index() == index
+    assert ENV not in os.environ  # not passed on to what the worker starts
 
 
 def test_json_lines_name_the_worker_process() -> None:
