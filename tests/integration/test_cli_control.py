@@ -64,7 +64,7 @@ def test_machinery_workers_seen_and_steered(tmp_path: Path, private_redis_url: s
         shown = _mbridge(env, "inspect", "--workers").stdout
         assert "worker first@test: alive" in shown and f"consuming {queue}" in shown, shown
         assert f"{queue}: 12 processed" in shown, shown
-        assert "registered: 2 tasks: sleep_ms, square" in shown, shown
+        assert "registered: 3 tasks: pid_after, sleep_ms, square" in shown, shown
 
         # a killed worker holding messages: listed as gone until recovered
         second = _worker(env, "second@test", log)
