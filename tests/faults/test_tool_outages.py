@@ -125,6 +125,10 @@ def test_relay_goes_on_after_its_redis_restarts(server: ControlledRedis, tmp_pat
         client.close()
         assert set(relayed) == first | second
         assert proc.poll() is None, log.read_text()
+        # a helper can relay the second half while the run's process still backs off: stop
+        # only once it has said it is back (or never said it was gone)
+        wait_for("the relay to say it reconnected", lambda: log.read_text().count(
+            "unreachable") <= log.read_text().count("reconnected"), 60)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
