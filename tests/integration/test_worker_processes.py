@@ -125,8 +125,10 @@ def test_a_dead_worker_process_is_replaced_and_its_tasks_run(
 
 def test_workers_stop_when_the_supervisor_is_killed(env: dict[str, str]) -> None:
     supervisor = start(env, "--processes", "2", "-c", "1")
-    pids = workers_of(supervisor.pid, 2)
-    supervisor.kill()
+    try:
+        pids = workers_of(supervisor.pid, 2)
+    finally:
+        supervisor.kill()
     supervisor.wait(timeout=10)
     deadline = time.monotonic() + 30
     while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
@@ -142,7 +144,11 @@ def test_a_configuration_error_stops_every_worker_process(env: dict[str, str]) -
         taken.listen()
         port = taken.getsockname()[1]
         supervisor = start(env, "--processes", "2", "--metrics-port", str(port))
-        assert supervisor.wait(timeout=60) == 2
+        try:
+            assert supervisor.wait(timeout=60) == 2
+        finally:
+            if supervisor.poll() is None:  # its workers get SIGTERM from the kernel
+                supervisor.kill()
     err = supervisor.stderr.read().decode() if supervisor.stderr else ""
     assert f"--metrics-port {port}: cannot listen" in err
     assert "worker process 1 exited with a usage or configuration error" in err
