@@ -17,7 +17,6 @@ Run (after ``bash .ci/setup``): ``python -m bench.scale_bench [--tasks 20000]
 from __future__ import annotations
 
 import argparse
-import ctypes
 import os
 import signal
 import statistics
@@ -31,6 +30,7 @@ import redis
 
 from bench.worker_bench import HARNESS, bench_setup, start, stop, wait_blocked, wait_done
 from bridge.backends.base import new_state
+from bridge.cli.worker_processes import die_with_parent
 from bridge.localredis import local_redis
 from bridge.protocol.machinery import PENDING, Signature, new_uuid
 
@@ -49,9 +49,7 @@ def spawn(count: int, cmd: list[str]) -> None:
         stopping = True
 
     signal.signal(signal.SIGTERM, on_term)
-    libc = ctypes.CDLL(None, use_errno=True)
-    procs = [subprocess.Popen(cmd, preexec_fn=lambda: libc.prctl(1, signal.SIGTERM))
-             for _ in range(count)]  # 1 = PR_SET_PDEATHSIG
+    procs = [subprocess.Popen(cmd, preexec_fn=die_with_parent) for _ in range(count)]
     while not stopping and all(p.poll() is None for p in procs):
         time.sleep(0.1)
     for proc in procs:

@@ -24,10 +24,12 @@ import time
 from dataclasses import dataclass, field
 from types import FrameType
 
+from bridge.cli.exits import EXIT_USAGE
 from bridge.outage import Backoff
 from bridge.process_slots import how_it_ended
 
-__all__ = ["ENV", "indexed_node", "indexed_port", "process_index", "supervise"]
+__all__ = ["ENV", "die_with_parent", "indexed_node", "indexed_port", "process_index",
+           "supervise"]
 
 log = logging.getLogger("bridge.worker")
 
@@ -35,8 +37,6 @@ ENV = "BRIDGE_WORKER_PROCESS"
 """The environment variable that tells a worker process its index (1 to N)."""
 _SETTLED = 60.0
 """Seconds a worker must have run for the back-off of its restarts to start again."""
-_USAGE = 2
-"""The exit status of a usage or configuration error: it would only repeat."""
 _PR_SET_PDEATHSIG = 1
 
 
@@ -62,8 +62,9 @@ def indexed_port(port: int | None, index: int) -> int | None:
     return port + index - 1
 
 
-def _die_with_parent() -> None:
-    """In the new worker, before it runs: SIGTERM when the supervisor dies (Linux)."""
+def die_with_parent() -> None:
+    """In a new child process, before it runs (``preexec_fn``): SIGTERM when its parent
+    dies (Linux)."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -96,7 +97,7 @@ class Supervisor:
         # a group of its own: a terminal's Ctrl-C reaches the supervisor only, which passes
         # it on once (twice would return every running task at once)
         slot.process = subprocess.Popen(self.command, env=env, process_group=0,
-                                        preexec_fn=_die_with_parent)
+                                        preexec_fn=die_with_parent)
         slot.started = time.monotonic()
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
@@ -144,10 +145,10 @@ class Supervisor:
             self._status = self._status or (status if status > 0 else 0)
             return
         lived = time.monotonic() - slot.started
-        if status == _USAGE and lived < _SETTLED:  # a bad option or config: stop them all
+        if status == EXIT_USAGE and lived < _SETTLED:  # a bad option or config: stop them all
             log.error("worker process %d exited with a usage or configuration error (see "
                       "above): stopping the others", slot.index)
-            self._status = _USAGE
+            self._status = EXIT_USAGE
             self._signals.append(signal.SIGTERM)
             return
         if lived >= _SETTLED:
