@@ -97,43 +97,43 @@ return current
 _SPLICE_LOOP = """
 local ttl = ARGV[1]
 local out = {}
+local find, match = string.find, string.match
 for i = 1, nkeys do
   local key = KEYS[i]
   local at = 4 * i - 2
-  local kind = redis.call('TYPE', key).ok
   local fresh = ARGV[at + 1]
-  local prefix = string.sub(fresh, 1, (string.find(fresh, ',"TaskName":', 1, true) or 0) + 11)
-  if kind ~= 'none' and kind ~= 'string' then
-    out[i] = {-1, kind}
+  local current = redis.pcall('GET', key)  -- false: no key; an error table: not a string
+  if type(current) == 'table' then
+    out[i] = {-1, redis.call('TYPE', key).ok}
   elseif ARGV[at] == 'P' then
-    local current = kind == 'string' and redis.call('GET', key)
-    if current and string.sub(current, 1, #prefix) ~= prefix then
+    local prefix = string.sub(fresh, 1, (find(fresh, ',"TaskName":', 1, true) or 0) + 11)
+    if current and find(current, prefix, 1, true) ~= 1 then
       out[i] = current
     else
       redis.call('SET', key, fresh, 'EX', ttl)
       out[i] = 1
     end
   else
-    local current = kind == 'string' and redis.call('GET', key)
     local name, created = '""', '"0001-01-01T00:00:00Z"'
     if current then
+      -- the head (ARGV[at + 1]) is the stored state's prefix up to the TaskName value
       name = nil
-      if string.sub(current, 1, #prefix) == prefix then
-        name = string.match(current, '^("[^"\\\\]*"),"State":', #prefix + 1)
+      if find(current, fresh, 1, true) == 1 then
+        name = match(current, '^("[^"\\\\]*"),"State":', #fresh + 1)
       end
       -- the leftmost match of the CreatedAt pattern (as an unanchored match), found by trying
       -- the plain occurrences of its literal start in order (a scan from every byte is slow)
       created = nil
-      local from = string.find(current, ',"CreatedAt":"', 1, true)
+      local from = find(current, ',"CreatedAt":"', 1, true)
       while from and not created do
-        created = string.match(current, '^,"CreatedAt":("[^"\\\\]*"),"TTL":%-?%d+}$', from)
-        from = string.find(current, ',"CreatedAt":"', from + 1, true)
+        created = match(current, '^,"CreatedAt":("[^"\\\\]*"),"TTL":%-?%d+}$', from)
+        from = find(current, ',"CreatedAt":"', from + 1, true)
       end
     end
     if current and (name == nil or created == nil) then
       out[i] = current
     else
-      redis.call('SET', key, ARGV[at + 1] .. name .. ARGV[at + 2] .. created .. ARGV[at + 3],
+      redis.call('SET', key, fresh .. name .. ARGV[at + 2] .. created .. ARGV[at + 3],
                  'EX', ttl)
       out[i] = 1
     end

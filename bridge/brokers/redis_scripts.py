@@ -187,16 +187,28 @@ end
 local want, max, gate = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local d = {dead = KEYS[3], seq = KEYS[6], prefix = ARGV[6], cap = tonumber(ARGV[5])}
 local items, reasons, dropped = {}, {}, 0
+local pushed = 0  -- items already on the processing list (RPUSH in order, a thousand a call)
+local function flush()
+  while pushed < #items do
+    local last = math.min(pushed + 1000, #items)
+    redis.call('RPUSH', processing, unpack(items, pushed + 1, last))
+    pushed = last
+  end
+end
 local function park(reason, item, staged, size)
+  flush()  -- what was taken is held before a park that could fail
   dropped = dropped + park_item(d, queue, reason, ARGV[4], item, staged, size)
   reasons[#reasons + 1] = reason
 end
 local read = 0  -- bytes read so far (READ_BUDGET: return before reading much more)
-local function accept(item)
+local function accept(item)  -- held: pushed onto the processing list by flush()
   read = read + #item
   if #item > max then return park(too_big(#item, ARGV[2]), item, nil, #item) end
-  redis.call('RPUSH', processing, item)
   items[#items + 1] = item
+end
+local function hold()
+  flush()
+  return {items, reasons, dropped}
 end
 local function from_stage(one)  -- a one-item list: sized, then read or parked unread
   if gate > 0 then
@@ -218,7 +230,7 @@ while waited > 1 do
 end
 if waited == 1 then from_stage(KEYS[5]) end
 local n = want - #items
-if n < 1 then return {items, reasons, dropped} end
+if n < 1 then return hold() end
 if gate > 0 and not small_window(queue, n, false, stage, READ_BUDGET) then
   for _ = 1, n do  -- each one sized before it is read (alone in the queue: in place)
     if read >= READ_BUDGET then break end
@@ -236,7 +248,7 @@ else  -- small together (or no gate): read at once
     for _, item in ipairs(batch) do accept(item) end
   end
 end
-return {items, reasons, dropped}
+return hold()
 """
 
 PARK = LUA_HELPERS + LUA_DEAD + """
