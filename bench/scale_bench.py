@@ -3,7 +3,9 @@ backlog (does the cost per task stay flat as the queue drains?), ours beside Go'
 
 Processes: N no-op tasks as ``bench.worker_bench`` sends them (PENDING states, then the
 same message bytes), P worker processes each with the same concurrency, ours and Go
-machinery v2 alternating within each round. The messages are pushed in one transaction once
+machinery v2 alternating within each round: ours as users run them (``mbridge worker
+--processes P``, whose workers do not spin for Redis's replies with fewer than two cores
+each), Go's as P harness processes. The messages are pushed in one transaction once
 all P workers wait on the queue (a Python worker starts in ~0.4-1.4 s here, Go's in ~0.02 s,
 so started on a full queue the first process would run alone for a while); the rate is N
 over push → last SUCCESS.
@@ -103,14 +105,16 @@ def successes(client: redis.Redis, run: str, start_at: int, stop_at: int) -> int
 
 
 def processes_run(n: int, count: int, head: list[str], env: dict[str, str],
-                  client: redis.Redis) -> float:
-    """Tasks/s of COUNT workers (``head + [queue]``, under one ``--spawn`` parent) for N tasks
-    pushed once they all wait: push → last SUCCESS."""
+                  client: redis.Redis, supervised: bool) -> float:
+    """Tasks/s of COUNT workers for N tasks pushed once they all wait: push → last SUCCESS.
+    ``supervised``: one ``head + [queue, "--processes", COUNT]``; else COUNT of ``head +
+    [queue]`` under one ``--spawn`` parent."""
     client.flushdb()
     run, queue = new_uuid("")[:23], f"bench_{os.urandom(3).hex()}"
     bodies = fill(client, queue, n, run, push=False)
-    proc = start([sys.executable, "-m", "bench.scale_bench", "--spawn", str(count), "--",
-                  *head, queue], {**env, "BENCH_QUEUE": queue})
+    cmd = ([*head, queue, "--processes", str(count)] if supervised else
+           [sys.executable, "-m", "bench.scale_bench", "--spawn", str(count), "--", *head, queue])
+    proc = start(cmd, {**env, "BENCH_QUEUE": queue})
     try:
         wait_blocked(client, count, proc)
         pipe = client.pipeline(transaction=True)
@@ -253,7 +257,7 @@ def main() -> None:
             for _ in range(args.rounds):  # alternate, so a slow spell of the VM hits both
                 for p in procs:
                     for name, head in heads.items():
-                        rate = processes_run(n, p, head, env, client)
+                        rate = processes_run(n, p, head, env, client, name == "ours")
                         samples.setdefault((name, p), []).append(rate)
         if args.only != "processes":
             for name, head in heads.items():

@@ -8,7 +8,14 @@ import os
 
 import pytest
 
-from bridge.cli.worker_processes import ENV, indexed_node, indexed_port, process_index
+from bridge.cli.worker_processes import (
+    ENV,
+    SPIN_ENV,
+    indexed_node,
+    indexed_port,
+    process_index,
+    spin_env,
+)
 from bridge.logformat import JsonFormatter
 
 
@@ -38,3 +45,19 @@ def test_json_lines_name_the_worker_process() -> None:
     record = logging.LogRecord("bridge.worker", logging.INFO, __file__, 1, "up", None, None)
     assert json.loads(JsonFormatter("worker-2").format(record))["process"] == "worker-2"
     assert "process" not in json.loads(JsonFormatter().format(record))
+
+
+@pytest.mark.parametrize(("processes", "cores", "added"), [
+    (1, 2, {}), (2, 2, {SPIN_ENV: "0"}), (4, 2, {SPIN_ENV: "0"}), (2, 4, {}),
+    (3, 4, {SPIN_ENV: "0"}), (1, None, {SPIN_ENV: "0"}),
+])
+def test_workers_spin_for_replies_only_with_two_cores_each(
+        monkeypatch: pytest.MonkeyPatch, processes: int, cores: int | None,
+        added: dict[str, str]) -> None:
+    monkeypatch.delenv(SPIN_ENV, raising=False)
+    assert spin_env(processes, cores) == added
+
+
+def test_a_spin_set_by_the_user_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(SPIN_ENV, "50")
+    assert spin_env(4, 2) == {}
