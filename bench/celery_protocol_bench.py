@@ -3,11 +3,17 @@
 One Redis; N Celery no-op task messages (protocol 2, json, in kombu's envelope, the
 same bytes Celery's client writes) on a fresh queue per run; each worker writes Celery
 result metas (``celery-task-meta-<id>`` SUCCESS, with PUBLISH) and acknowledges after
-the task ran (acks_late). Rates are from the first take to the last result.
+the task ran (acks_late). Rates are from the first take to the last result; with
+``--processes P`` (ours as ``mbridge worker --processes P``), our workers start first and
+the messages, published to a list aside, are renamed into the queue once all P listen
+(a Python worker takes ~1 s to start, so the first would otherwise run alone): the rate is
+from the rename to the last result. Celery runs with its
+usual pools: solo, prefork at -c and at 8; its best median is the ratio's.
 
 Run (after `bash .ci/setup`)::
 
     python -m bench.celery_protocol_bench --tasks 20000 --celery-tasks 3000
+    python -m bench.celery_protocol_bench --processes 2 --concurrency 32 --tasks 40000
 """
 
 from __future__ import annotations
@@ -15,7 +21,9 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
 import sys
+import time
 import uuid
 
 import redis
@@ -40,18 +48,36 @@ def publish(url: str, queue: str, n: int) -> list[str]:
     return ids
 
 
+def wait_listening(client: redis.Redis, count: int, proc: subprocess.Popen[bytes]) -> None:
+    """Until COUNT workers listen for Celery's remote control (each subscribes once its
+    fetch loop runs: a Celery queue is taken by script, not by a blocked read), and half
+    a second more."""
+    deadline = time.monotonic() + 120
+    while sum(1 for c in client.client_list() if c.get("cmd") == "psubscribe") < count:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{count} workers did not all start")
+        time.sleep(0.02)
+    time.sleep(0.5)
+
+
 def run(url: str, n: int, cmd: list[str], env: dict[str, str], client: redis.Redis,
-        queue: str) -> float:
-    """Tasks/s of the worker ``cmd`` over N fresh messages on ``queue``."""
+        queue: str, loops: int = 0) -> float:
+    """Tasks/s of the worker ``cmd`` over N fresh messages on ``queue``; with ``loops``,
+    the worker starts first and the messages, published aside, are renamed into the queue
+    at once when that many workers listen (rename → last result)."""
     client.flushdb()
-    ids = publish(url, queue, n)
+    ids = publish(url, f"{queue}.staged" if loops else queue, n)
     proc = start(cmd, env)
     try:
+        if loops:
+            wait_listening(client, loops, proc)
+            began = time.monotonic()
+            client.rename(f"{queue}.staged", queue)
         first, last = wait_done(client, queue, [f"celery-task-meta-{i}" for i in ids],
                                 b'"status": "SUCCESS"', timeout=900)
     finally:
         stop(proc)
-    return n / (last - first)
+    return n / (last - (began if loops else first))
 
 
 def main() -> None:
@@ -59,29 +85,33 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=20000, help="messages for our worker")
     parser.add_argument("--celery-tasks", type=int, default=3000, help="messages for Celery")
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--processes", type=int, default=1, help="our worker processes")
     parser.add_argument("--rounds", type=int, default=1)
     args = parser.parse_args()
-    c = args.concurrency
+    c, p = args.concurrency, args.processes
     with local_redis() as url:
         client = redis.Redis.from_url(url)
         queue = f"cbench_{uuid.uuid4().hex[:6]}"
         env = {**os.environ, "BENCH_REDIS": url, "BENCH_QUEUE": queue, "BENCH_CELERY": "1"}
         ours = [sys.executable, "-m", "bridge.cli", "worker", "--celery-app",
                 "bench.bench_apps:celery_app", "--celery-queue", queue, "--no-machinery",
-                "-c", str(c), "-l", "warning"]
+                "-c", str(c), "-l", "warning", *(["--processes", str(p)] if p > 1 else [])]
         celery = [sys.executable, "-m", "celery", "-A", "bench.bench_apps:celery_app",
                   "worker", "-Q", queue, "-l", "warning", "--without-gossip",
                   "--without-mingle", "--without-heartbeat"]
+        shape = f"--processes {p} " if p > 1 else ""
         runs = {
-            f"bridge worker (-c {c}, Celery protocol)": (args.tasks, ours),
+            f"bridge worker ({shape}-c {c}, Celery protocol)": (args.tasks, ours),
             "Celery 5 worker (solo, acks_late)": (args.celery_tasks, [*celery, "-P", "solo"]),
-            f"Celery 5 worker (prefork -c {c}, acks_late)": (
-                args.celery_tasks, [*celery, "-P", "prefork", "-c", str(c)]),
         }
+        for pc in sorted({c, 8}):
+            runs[f"Celery 5 worker (prefork -c {pc}, acks_late)"] = (
+                args.celery_tasks, [*celery, "-P", "prefork", "-c", str(pc)])
         rates: dict[str, list[float]] = {label: [] for label in runs}
         for _ in range(args.rounds):
             for label, (n, cmd) in runs.items():
-                rates[label].append(run(url, n, cmd, env, client, queue))
+                loops = p if p > 1 and label.startswith("bridge") else 0
+                rates[label].append(run(url, n, cmd, env, client, queue, loops))
     print(f"\n{'worker':48} {'tasks/s':>10}")
     medians = {label: statistics.median(values) for label, values in rates.items()}
     for label, value in medians.items():
