@@ -30,7 +30,7 @@ from bridge.outage import Backoff
 from bridge.process_slots import how_it_ended
 
 __all__ = ["ENV", "SPIN_ENV", "die_with_parent", "indexed_node", "indexed_port",
-           "process_index", "spin_env", "supervise"]
+           "process_index", "spin_env", "supervise", "usable_cores"]
 
 log = logging.getLogger("bridge.worker")
 
@@ -63,6 +63,14 @@ def indexed_port(port: int | None, index: int) -> int | None:
     if not port or not index:
         return port
     return port + index - 1
+
+
+def usable_cores() -> int | None:
+    """The cores this process may run on (its affinity, as a container sets it), else
+    the machine's; None when unknown."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count()
 
 
 def spin_env(processes: int, cores: int | None) -> dict[str, str]:
@@ -102,7 +110,7 @@ class Supervisor:
 
     def __init__(self, processes: int, command: list[str]) -> None:
         self.command = command
-        self.env = {**os.environ, **spin_env(processes, os.cpu_count())}
+        self.env = {**os.environ, **spin_env(processes, usable_cores())}
         self.slots = [_Slot(index) for index in range(1, processes + 1)]
         self._signals: list[int] = []
         self._status = 0
