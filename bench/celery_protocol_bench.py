@@ -7,8 +7,8 @@ the task ran (acks_late). Rates are from the first take to the last result; with
 ``--processes P`` (ours as ``mbridge worker --processes P``), our workers start first and
 the messages, published to a list aside, are renamed into the queue once all P listen
 (a Python worker takes ~1 s to start, so the first would otherwise run alone): the rate is
-from the rename to the last result. Celery runs with its
-usual pools: solo, prefork at -c and at 8; its best median is the ratio's.
+from the rename to the last result. Celery runs with its usual pools: solo, prefork at -c
+and at 8; its best median is the ratio's.
 
 Run (after `bash .ci/setup`)::
 
