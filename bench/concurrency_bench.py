@@ -1,7 +1,7 @@
 """The machinery path at equal concurrency: our worker, Go machinery v2 and Celery's best.
 
 Each shape P×C runs P worker processes of concurrency C: ours as users run them
-(``mbridge worker --processes P -c C``, one process when P is 1), Go's as P harness
+(``mbridge worker --processes P -c C``), Go's as P harness
 processes of ``--concurrency C``, so both hold the same number of tasks at once. A run is
 ``bench.scale_bench``'s: N no-op tasks with their PENDING states, the workers started and
 all waiting on the empty queue, the messages pushed in one transaction, tasks/s = N over
@@ -20,7 +20,7 @@ import os
 import statistics
 import sys
 
-from bench.scale_bench import processes_run
+from bench.scale_bench import processes_run, rng
 from bench.worker_bench import HARNESS, bench_setup, celery_run
 from bridge.localredis import local_redis
 
@@ -41,10 +41,6 @@ def parse_shapes(text: str) -> list[tuple[int, int]]:
     return shapes
 
 
-def rng(values: list[float]) -> str:
-    return f"{min(values):,.0f}–{max(values):,.0f}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", default=SHAPES, help=f"PxC list ({SHAPES})")
@@ -63,8 +59,7 @@ def main() -> None:
                          "go": [str(HARNESS), "worker", "--broker", url, "--backend", url,
                                 "--concurrency", str(c), "--queue"]}
                 for name, head in heads.items():
-                    rate = processes_run(args.tasks, p, head, env, client,
-                                         name == "ours" and p > 1)
+                    rate = processes_run(args.tasks, p, head, env, client, name == "ours")
                     samples.setdefault((name, p, c), []).append(rate)
                 client.close()
             env, client, _ = bench_setup(url, 1)

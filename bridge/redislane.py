@@ -16,7 +16,9 @@ from redis.commands.core import Script
 
 from bridge.redisconn import RedisClient
 
-SPIN_NS = int(os.environ.get("BRIDGE_REDIS_SPIN_US", "100")) * 1000
+SPIN_ENV = "BRIDGE_REDIS_SPIN_US"
+"""The environment variable that sets the reply spin, in µs (0: off)."""
+SPIN_NS = int(os.environ.get(SPIN_ENV, "100")) * 1000
 """How long a lane's round trip polls for its reply before its read blocks (0: never)."""
 
 

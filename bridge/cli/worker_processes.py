@@ -28,6 +28,7 @@ from types import FrameType
 from bridge.cli.exits import EXIT_USAGE
 from bridge.outage import Backoff
 from bridge.process_slots import how_it_ended
+from bridge.redislane import SPIN_ENV
 
 __all__ = ["ENV", "SPIN_ENV", "die_with_parent", "indexed_node", "indexed_port",
            "process_index", "spin_env", "supervise", "usable_cores"]
@@ -36,8 +37,6 @@ log = logging.getLogger("bridge.worker")
 
 ENV = "BRIDGE_WORKER_PROCESS"
 """The environment variable that tells a worker process its index (1 to N)."""
-SPIN_ENV = "BRIDGE_REDIS_SPIN_US"
-"""``bridge.redislane``'s reply spin, in µs (0: off)."""
 _SETTLED = 60.0
 """Seconds a worker must have run for the back-off of its restarts to start again."""
 _PR_SET_PDEATHSIG = 1

@@ -21,8 +21,8 @@ import redis
 from bridge.app import Bridge
 from bridge.backends.redis import RedisBackend
 from bridge.brokers.redis import RedisBroker
-from bridge.cli.worker_processes import SPIN_ENV, usable_cores
 from bridge.config import Config
+from bridge.redislane import SPIN_ENV
 from tests.proc_tree import alive, parents
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,11 +44,14 @@ def app(env: dict[str, str]) -> Iterator[Bridge]:
     bridge.close()
 
 
-def start(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
+def start(env: dict[str, str], *args: str, cores: set[int] | None = None
+          ) -> subprocess.Popen[bytes]:
+    """``mbridge worker ARGS`` on the sample app; with ``cores``, pinned to those CPUs."""
     return subprocess.Popen(
         [sys.executable, "-m", "bridge.cli", "worker", "-A", "tests.integration.sample_app",
          "-l", "info", "--recover-after", "2", *args], env=env, cwd=ROOT,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        preexec_fn=None if cores is None else lambda: os.sched_setaffinity(0, cores))
 
 
 def workers_of(supervisor: int, count: int, timeout: float = 30.0) -> list[int]:
@@ -88,9 +91,6 @@ def test_every_worker_process_serves_and_one_signal_finishes_running_tasks(
     supervisor = start(env, "--processes", "2", "-c", "2")
     try:
         pids = workers_of(supervisor.pid, 2)
-        spin = None if SPIN_ENV in env or (usable_cores() or 1) >= 4 else "0"
-        for pid in pids:  # two workers spin for Redis's replies only with 4 cores or more
-            assert spin_of(pid) == (spin or env.get(SPIN_ENV))
         results = app.send_batch([app.signature("pid_after", 30, arg_types=["int64"])
                                   for _ in range(60)])
         served = {result.get(timeout=60) for result in results}
@@ -108,6 +108,25 @@ def test_every_worker_process_serves_and_one_signal_finishes_running_tasks(
         waiting = redis.Redis.from_url(env["BRIDGE_TEST_REDIS"]).llen(env["BRIDGE_TEST_QUEUE"])
         assert done + waiting == 6
         assert not any(alive(pid) for pid in pids)
+    finally:
+        if supervisor.poll() is None:
+            supervisor.kill()
+
+
+@pytest.mark.parametrize(("user_spin", "expected"), [(None, "0"), ("50", "50")])
+def test_workers_without_two_cores_each_do_not_spin_for_replies(
+        env: dict[str, str], user_spin: str | None, expected: str) -> None:
+    env = {k: v for k, v in env.items() if k != SPIN_ENV}
+    if user_spin is not None:
+        env[SPIN_ENV] = user_spin  # the user's setting is kept
+    one_core = {min(os.sched_getaffinity(0))}  # 2 workers on it: half a core each
+    supervisor = start(env, "--processes", "2", "-c", "1", cores=one_core)
+    try:
+        pids = workers_of(supervisor.pid, 2)
+        assert [spin_of(pid) for pid in pids] == [expected, expected]
+        assert spin_of(supervisor.pid) == user_spin  # the supervisor's own is untouched
+        supervisor.send_signal(signal.SIGTERM)
+        assert supervisor.wait(timeout=30) == 0
     finally:
         if supervisor.poll() is None:
             supervisor.kill()
