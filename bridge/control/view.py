@@ -21,48 +21,57 @@ RATE_WINDOW = 60.0
 
 
 class TaskView:
-    """Thread-safe: events come from the worker loop and its task threads."""
+    """Thread-safe: events come from the worker loop and its task threads. An event is kept
+    as it came; the shapes the commands answer with are built when one asks."""
 
     def __init__(self, hostname: str) -> None:
         self.hostname = hostname
         self.started = time.monotonic()
         self._lock = threading.Lock()
-        self._reserved: dict[str, dict[str, Any]] = {}
-        self._active: dict[str, dict[str, Any]] = {}
+        self._reserved: dict[str, TaskEvent] = {}
+        self._active: dict[str, tuple[TaskEvent, float]] = {}  # its RECEIVED, when it started
         self.total: Counter[str] = Counter()
         """Tasks ended on this worker, by name (Celery's ``stats()['total']``)."""
         self.by_queue: Counter[str] = Counter()
-        self._recent: dict[str, deque[float]] = {}  # queue: when tasks ended, last minute
+        self._recent: dict[str, deque[list[int]]] = {}
+        """Per queue: [second, tasks ended in it] for the last minute's seconds."""
 
     def task_event(self, event: TaskEvent) -> None:
-        if not event.task_id:
+        task_id = event.task_id
+        if not task_id:
             return
+        kind = event.kind
         with self._lock:
-            if event.kind == RECEIVED:
-                self._reserved[event.task_id] = self._info(event)
-            elif event.kind == STARTED:
-                info = self._reserved.pop(event.task_id, None) or self._info(event)
-                info["time_start"] = time.time()
-                info["acknowledged"] = False
-                info["worker_pid"] = os.getpid()
-                self._active[event.task_id] = info
-            elif event.kind in ENDED:
-                self._reserved.pop(event.task_id, None)
-                self._active.pop(event.task_id, None)
+            if kind == RECEIVED:
+                self._reserved[task_id] = event
+            elif kind == STARTED:
+                self._active[task_id] = (self._reserved.pop(task_id, event), event.timestamp)
+            elif kind in ENDED:
+                self._reserved.pop(task_id, None)
+                self._active.pop(task_id, None)
                 if event.name:
                     self.total[event.name] += 1
                 self.by_queue[event.queue] += 1
-                recent = self._recent.setdefault(event.queue, deque())
-                recent.append(time.monotonic())
-                self._forget_old(recent)
+                self._count_recent(event.queue)
+
+    def _count_recent(self, queue: str) -> None:
+        second = int(time.monotonic())
+        recent = self._recent.get(queue)
+        if recent is None:
+            recent = self._recent[queue] = deque()
+        if recent and recent[-1][0] == second:
+            recent[-1][1] += 1
+        else:
+            recent.append([second, 1])
+            self._forget_old(recent)
 
     def active(self) -> list[dict[str, Any]]:
         with self._lock:
-            return [dict(info) for info in self._active.values()]
+            return [self._started_info(*item) for item in self._active.values()]
 
     def reserved(self) -> list[dict[str, Any]]:
         with self._lock:
-            return [dict(info) for info in self._reserved.values()]
+            return [self._info(event) for event in self._reserved.values()]
 
     def find(self, task_ids: list[str]) -> dict[str, tuple[str, dict[str, Any]]]:
         """``query_task``: id → ("active" | "reserved", info) for the ids held here."""
@@ -70,9 +79,9 @@ class TaskView:
         with self._lock:
             for task_id in task_ids:
                 if task_id in self._active:
-                    found[task_id] = ("active", dict(self._active[task_id]))
+                    found[task_id] = ("active", self._started_info(*self._active[task_id]))
                 elif task_id in self._reserved:
-                    found[task_id] = ("reserved", dict(self._reserved[task_id]))
+                    found[task_id] = ("reserved", self._info(self._reserved[task_id]))
         return found
 
     def queues(self) -> dict[str, dict[str, float]]:
@@ -81,19 +90,25 @@ class TaskView:
             for recent in self._recent.values():
                 self._forget_old(recent)
             return {queue: {"processed": count,
-                            "per_second_1m": round(len(self._recent.get(queue, ())) / RATE_WINDOW,
-                                                   3)}
+                            "per_second_1m": round(sum(n for _, n in self._recent.get(queue, ()))
+                                                   / RATE_WINDOW, 3)}
                     for queue, count in self.by_queue.items()}
 
     @staticmethod
-    def _forget_old(recent: deque[float]) -> None:
+    def _forget_old(recent: deque[list[int]]) -> None:
         cutoff = time.monotonic() - RATE_WINDOW
-        while recent and recent[0] < cutoff:
+        while recent and recent[0][0] < cutoff:
             recent.popleft()
 
     def is_active(self, task_id: str) -> bool:
         with self._lock:
             return task_id in self._active
+
+    def _started_info(self, event: TaskEvent, since: float) -> dict[str, Any]:
+        info = self._info(event)
+        info["time_start"] = since
+        info["worker_pid"] = os.getpid()
+        return info
 
     def _info(self, event: TaskEvent) -> dict[str, Any]:
         return {

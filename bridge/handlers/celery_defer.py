@@ -21,9 +21,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["Deferred", "SuccessDeferral", "store_deferred"]
+__all__ = ["Deferred", "MetaEncoder", "SuccessDeferral", "store_deferred"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,28 +96,68 @@ class SuccessDeferral:
                     or not store_result or _is_request_ignore_result(request)
                     or (request is not None and request.chord)):
                 return original(backend, task_id, result, request, store_result, state)
-            local.deferred = _encode(backend, task_id, result, state, request)
+            local.deferred = encoder.encode(task_id, result, state, request)
             return None
 
+        encoder = MetaEncoder(backend)
         backend.mark_as_done = mark_as_done
         backend._bridge_deferral = self
 
 
-def _encode(backend: Any, task_id: str, result: Any, state: str, request: Any) -> Deferred:
-    """What ``store_result`` would write, built as it builds it (an EncodeError raises here,
-    inside the tracer, as it does there)."""
-    from celery.exceptions import BackendStoreError
-    from kombu.utils.encoding import bytes_to_str
+class MetaEncoder:
+    """What ``store_result`` would write for a SUCCESS, built as it builds it, the same
+    bytes (an EncodeError raises here, inside the tracer, as it does there). The settings
+    it reads at each store (``result_extended``, the app's time zone, the serializer's
+    encoder) are read once, as a worker reads its settings when it starts; with
+    ``result_extended``, or an app or serializer of its own, Celery's code builds it."""
 
-    result = backend.encode_result(result, state)
-    meta = backend._get_result_meta(result=result, state=state, traceback=None,
-                                    request=request)
-    meta["task_id"] = bytes_to_str(task_id)
-    value = backend.encode(meta)
-    if isinstance(value, str) and len(value) > backend._MAX_STR_VALUE_SIZE:
-        raise BackendStoreError("value too large for Redis backend")
-    return Deferred(backend.client, backend.get_key_for_task(task_id), value,
-                    int(backend.expires or 0), backend.serializer)
+    def __init__(self, backend: Any) -> None:
+        from celery import Celery
+        from kombu.serialization import registry
+        from kombu.utils.json import dumps
+
+        app = backend.app
+        self.backend = backend
+        self.fast = (not app.conf.find_value_for_key("extended", "result")
+                     and type(app).now is Celery.now)
+        self.zone = app.timezone
+        codec = registry._encoders.get(backend.serializer)
+        self.dumps = dumps if codec is not None and codec.encoder is dumps else None
+
+    def encode(self, task_id: str, result: Any, state: str, request: Any) -> Deferred:
+        from celery.exceptions import BackendStoreError
+        from kombu.utils.encoding import bytes_to_str
+
+        backend = self.backend
+        result = backend.encode_result(result, state)
+        if self.fast:
+            meta = {"status": state, "result": result, "traceback": None,
+                    "children": backend.current_task_children(request),
+                    "date_done": datetime.now(UTC).astimezone(self.zone).isoformat()}
+            if request is not None:
+                if getattr(request, "group", None):
+                    meta["group_id"] = request.group
+                if getattr(request, "parent_id", None):
+                    meta["parent_id"] = request.parent_id
+        else:
+            meta = backend._get_result_meta(result=result, state=state, traceback=None,
+                                            request=request)
+        meta["task_id"] = bytes_to_str(task_id)
+        value = self._dumps(meta)
+        if isinstance(value, str) and len(value) > backend._MAX_STR_VALUE_SIZE:
+            raise BackendStoreError("value too large for Redis backend")
+        return Deferred(backend.client, backend.get_key_for_task(task_id), value,
+                        int(backend.expires or 0), backend.serializer)
+
+    def _dumps(self, meta: dict[str, Any]) -> Any:
+        """kombu's JSON encoder called as its serializer registry calls it; anything it
+        refuses goes through the registry, which raises kombu's ``EncodeError``."""
+        if self.dumps is not None:
+            try:
+                return self.dumps(meta)
+            except Exception:  # the registry raises the error Celery's does
+                pass
+        return self.backend.encode(meta)
 
 
 def store_deferred(items: Sequence[Deferred]) -> list[int]:
