@@ -207,7 +207,7 @@ class CeleryRedisBroker(CeleryBroker):
         lease = ("SET", self.keys.lease(queue, self.worker_id), b"1",
                  "PX", int((self.block_slice + self.lease_ttl) * 1000))
         block = ("BLMOVE", self.keys.lists(queue)[0], self.keys.staging(queue, self.worker_id),
-                 seconds, "RIGHT", "LEFT")
+                 "RIGHT", "LEFT", seconds)
         keys, args = self._take_args(queue, count, ())
         replies = self.lane.run_quiet(
             [lease, block, ("EVALSHA", self.scripts.take.sha, len(keys), *keys, *args)],

@@ -288,11 +288,21 @@ def broker_envelope(msg: CeleryMessage, queue: str) -> bytes:
     return to_envelope(msg, routing_key=queue)
 
 
+def blmoves(client: redis.Redis) -> tuple[int, int]:
+    """BLMOVE calls so far, and those Redis refused (a quiet call's error is never read)."""
+    stats = client.info("commandstats").get("cmdstat_blmove", {})
+    return int(stats.get("calls", 0)), int(stats.get("rejected_calls", 0)) + int(
+        stats.get("failed_calls", 0))
+
+
 def test_blocking_fetch_wakes_and_stages_nothing(make_broker: Callable[..., CeleryRedisBroker],
                                                  client: redis.Redis, queue: str) -> None:
     consumer = make_broker(block_slice=0.5)
     publisher = make_broker()
+    before = blmoves(client)
     assert consumer.fetch(queue, 10, 0.3) == []
+    calls, refused = (now - then for now, then in zip(blmoves(client), before, strict=True))
+    assert (calls, refused) == (1, 0)  # one wait that blocked (a refused one returns at once)
     timer = threading.Timer(0.3, publisher.publish_messages,
                             (queue, [task_message("tasks.add", [5, 5])]))
     timer.start()
