@@ -27,7 +27,7 @@ from typing import Any
 __all__ = ["Deferred", "MetaEncoder", "SuccessDeferral", "store_deferred"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Deferred:
     """One encoded meta, for the Redis client of the backend that built it."""
 
@@ -42,15 +42,17 @@ class SuccessDeferral:
     """Defers the SUCCESS store of the task running in this thread, when allowed."""
 
     def __init__(self, celery_app: Any) -> None:
+        from celery import signals
+
         self.app = celery_app
         self._local = threading.local()
         self._static: dict[str, bool] = {}
+        self._after_store = (signals.task_success, signals.task_postrun)
 
     def eligible(self, celery_task: Any) -> bool:
         """Whether this task's SUCCESS store may wait for the worker's batch."""
-        from celery import signals
-
-        if signals.task_success.receivers or signals.task_postrun.receivers:
+        success, postrun = self._after_store
+        if success.receivers or postrun.receivers:
             return False
         known = self._static.get(celery_task.name)
         if known is None:

@@ -29,7 +29,7 @@ SUCCESS, FAILURE, RETRY, REJECTED, IGNORED, REVOKED = (
     "SUCCESS", "FAILURE", "RETRY", "REJECTED", "IGNORED", "REVOKED")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Traced:
     """What Celery's tracer made of one task: the state it stored (or IGNORED / REJECTED,
     which it does not store), the value returned, the exception raised."""
@@ -73,9 +73,12 @@ class CeleryTracer:
     as Celery's worker caches it on the task)."""
 
     def __init__(self, celery_app: Any, hostname: str) -> None:
+        from celery import signals
+
         self.app = celery_app
         self.hostname = hostname
         self.deferral = SuccessDeferral(celery_app)
+        self._received = signals.task_received
 
     def serves(self, celery_task: Any) -> bool:
         """Whether ``celery_task`` belongs to this app (its tasks run through the tracer)."""
@@ -84,8 +87,6 @@ class CeleryTracer:
     def received(self, ctask: CeleryTask, delivery: Delivery) -> None:
         """Celery's "received" line (with its ``data`` for custom log handlers) and its
         ``task_received`` signal, whose ``request`` carries the message's request fields."""
-        from celery import signals
-
         if received_log.isEnabledFor(logging.INFO):
             from celery.app.trace import LOG_RECEIVED
             from celery.utils.saferepr import saferepr
@@ -95,8 +96,8 @@ class CeleryTracer:
                        "kwargs": ctask.headers.get("kwargsrepr") or saferepr(ctask.kwargs),
                        "eta": ctask.headers.get("eta")}
             received_log.info(LOG_RECEIVED, context, extra={"data": context})
-        if signals.task_received.receivers:
-            signals.task_received.send(sender=self, request=self.worker_request(ctask,
+        if self._received.receivers:
+            self._received.send(sender=self, request=self.worker_request(ctask,
                                                                                  delivery))
 
     def worker_request(self, ctask: CeleryTask, delivery: Delivery) -> Any:
@@ -135,7 +136,11 @@ class CeleryTracer:
         if defer:
             self.deferral.begin(celery_task, ctask.id)
         try:
-            with TimeLimits(hard, soft):
+            if hard or soft:
+                with TimeLimits(hard, soft):
+                    traced = celery_task.__trace__(ctask.id, request["args"],
+                                                   request["kwargs"], request)
+            else:
                 traced = celery_task.__trace__(ctask.id, request["args"], request["kwargs"],
                                                request)
         except (SoftTimeLimitExceeded, TimeLimitExceeded):
