@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -61,17 +61,21 @@ class Observers:
     stops a worker."""
 
     def __init__(self, observers: Iterable[Observer] = ()) -> None:
-        self._observers: list[Observer] = list(observers)
+        self._observers: list[Observer] = []
+        self._routes: list[tuple[Callable[[TaskEvent], None], Callable[[str], bool] | None]] = []
+        """Each observer's ``task_event`` and ``wants`` (None: it wants every kind)."""
         self._complained: set[tuple[int, str]] = set()
+        for observer in observers:
+            self.add(observer)
 
     def add(self, observer: Observer) -> None:
         self._observers.append(observer)
+        self._routes.append((observer.task_event, getattr(observer, "wants", None)))
 
     def wants(self, kind: str) -> bool:
         """Whether any observer reads events of ``kind`` (the hot path asks before it builds
         one: with only the task log at WARNING, a success costs nothing)."""
-        for observer in self._observers:
-            wants = getattr(observer, "wants", None)
+        for _, wants in self._routes:  # noqa: SIM110 - a loop: no generator, three times a task
             if wants is None or wants(kind):
                 return True
         return False
@@ -80,12 +84,17 @@ class Observers:
         return bool(self._observers)
 
     def task_event(self, event: TaskEvent) -> None:
-        for observer in self._observers:
+        """To each observer that wants its kind."""
+        kind = event.kind
+        for take, wants in self._routes:
+            if wants is not None and not wants(kind):
+                continue
             try:
-                observer.task_event(event)
+                take(event)
             except Exception as exc:
-                key = (id(observer), type(exc).__name__)
+                owner = getattr(take, "__self__", take)
+                key = (id(owner), type(exc).__name__)
                 if key not in self._complained:
                     self._complained.add(key)
                     log.warning("%s could not take a task event: %s: %s",
-                                type(observer).__name__, type(exc).__name__, exc)
+                                type(owner).__name__, type(exc).__name__, exc)

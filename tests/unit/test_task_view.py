@@ -6,8 +6,10 @@ from __future__ import annotations
 import os
 import time
 
+import pytest
+
 from bridge.control.view import RATE_WINDOW, TaskView
-from bridge.observe import FAILED, RECEIVED, STARTED, SUCCEEDED, TaskEvent
+from bridge.observe import FAILED, RECEIVED, STARTED, SUCCEEDED, Observers, TaskEvent
 
 
 def event(kind: str, task_id: str, queue: str = "q1") -> TaskEvent:
@@ -51,3 +53,34 @@ def test_the_rate_counts_the_last_minute_only() -> None:
     for second in view._recent["q1"]:  # as if those tasks ended over a minute ago
         second[0] -= int(RATE_WINDOW) + 2
     assert view.queues()["q1"] == {"processed": 120, "per_second_1m": 0.0}
+
+
+class Picky:
+    """An observer of successes only, that fails on one task."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def wants(self, kind: str) -> bool:
+        return kind == SUCCEEDED
+
+    def task_event(self, event: TaskEvent) -> None:
+        if event.task_id == "bad":
+            raise ValueError("cannot")
+        self.seen.append(event.task_id)
+
+
+def test_observers_get_the_kinds_they_want_and_a_failing_one_is_named_once(
+        caplog: pytest.LogCaptureFixture) -> None:
+    picky, view = Picky(), TaskView("w1@host")
+    observers = Observers([picky])
+    assert not observers.wants(RECEIVED) and observers.wants(SUCCEEDED)
+    observers.add(view)  # wants every kind
+    assert observers.wants(RECEIVED)
+    for kind, task_id in ((RECEIVED, "a"), (SUCCEEDED, "a"), (SUCCEEDED, "bad"),
+                          (SUCCEEDED, "bad"), (SUCCEEDED, "b")):
+        observers.task_event(event(kind, task_id))
+    assert picky.seen == ["a", "b"]  # not the RECEIVED; the failing one did not stop it
+    assert view.total == {"tasks.add": 4}  # the view saw every event, after the failure too
+    said = [r.getMessage() for r in caplog.records if "could not take" in r.getMessage()]
+    assert said == ["Picky could not take a task event: ValueError: cannot"]
