@@ -75,8 +75,13 @@ class Observers:
     def wants(self, kind: str) -> bool:
         """Whether any observer reads events of ``kind`` (the hot path asks before it builds
         one: with only the task log at WARNING, a success costs nothing)."""
-        for _, wants in self._routes:  # noqa: SIM110 - a loop: no generator, three times a task
-            if wants is None or wants(kind):
+        for _, wants in self._routes:
+            if wants is None:
+                return True
+            try:
+                if wants(kind):
+                    return True
+            except Exception:  # its task_event says what is wrong (once)
                 return True
         return False
 
@@ -87,10 +92,9 @@ class Observers:
         """To each observer that wants its kind."""
         kind = event.kind
         for take, wants in self._routes:
-            if wants is not None and not wants(kind):
-                continue
             try:
-                take(event)
+                if wants is None or wants(kind):
+                    take(event)
             except Exception as exc:
                 owner = getattr(take, "__self__", take)
                 key = (id(owner), type(exc).__name__)

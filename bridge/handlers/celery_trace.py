@@ -97,8 +97,7 @@ class CeleryTracer:
                        "eta": ctask.headers.get("eta")}
             received_log.info(LOG_RECEIVED, context, extra={"data": context})
         if self._received.receivers:
-            self._received.send(sender=self, request=self.worker_request(ctask,
-                                                                                 delivery))
+            self._received.send(sender=self, request=self.worker_request(ctask, delivery))
 
     def worker_request(self, ctask: CeleryTask, delivery: Delivery) -> Any:
         """The ``celery.worker.request.Request`` Celery's worker makes of this message (what
