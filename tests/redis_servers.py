@@ -372,3 +372,11 @@ class RedisProcesses:
 def with_db(url: str, db: int) -> str:
     """The same Redis server's database ``db``."""
     return f"{url.rsplit('/', 1)[0]}/{db}"
+
+
+def blmoves(client: Any) -> tuple[int, int]:
+    """BLMOVE calls the server has run so far, and those it refused (the error of a call
+    whose reply was skipped is never read: only these counts show it)."""
+    stats = client.info("commandstats").get("cmdstat_blmove", {})
+    return int(stats.get("calls", 0)), int(stats.get("rejected_calls", 0)) + int(
+        stats.get("failed_calls", 0))

@@ -27,7 +27,7 @@ from bridge.brokers.celery_redis import CeleryRedisBroker
 from bridge.protocol.celery_message import CeleryMessage
 from tests.celery_app import app as worker_app
 from tests.celery_worker import ROOT, celery_worker
-from tests.redis_servers import with_db
+from tests.redis_servers import blmoves, with_db
 
 # A Celery worker started with ``-A tests.integration.test_celery_redis_broker:worker_app``
 # gets kombu transport options from $BRIDGE_TEST_TRANSPORT_OPTIONS (e.g. visibility_timeout).
@@ -286,13 +286,6 @@ def test_garbage_is_parked_and_the_broker_goes_on(
 def broker_envelope(msg: CeleryMessage, queue: str) -> bytes:
     from bridge.protocol.kombu_envelope import to_envelope
     return to_envelope(msg, routing_key=queue)
-
-
-def blmoves(client: redis.Redis) -> tuple[int, int]:
-    """BLMOVE calls so far, and those Redis refused (a quiet call's error is never read)."""
-    stats = client.info("commandstats").get("cmdstat_blmove", {})
-    return int(stats.get("calls", 0)), int(stats.get("rejected_calls", 0)) + int(
-        stats.get("failed_calls", 0))
 
 
 def test_blocking_fetch_wakes_and_stages_nothing(make_broker: Callable[..., CeleryRedisBroker],

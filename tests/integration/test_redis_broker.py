@@ -22,6 +22,7 @@ from bridge.brokers.redis_keys import QueueKeys, slot_tagged
 from bridge.config import Config, RedisConfig
 from bridge.protocol.gotime import GoTime, parse_rfc3339, unix_nano
 from bridge.protocol.machinery import Signature, new_uuid
+from tests.redis_servers import blmoves
 
 MakeBroker = Callable[..., RedisBroker]
 
@@ -136,11 +137,14 @@ def test_fetch_moves_to_processing_list_and_ack_removes(broker: RedisBroker,
     assert not client.exists(processing)
 
 
-def test_fetch_waits_for_the_first_message(broker: RedisBroker) -> None:
+def test_fetch_waits_for_the_first_message(broker: RedisBroker, client: redis.Redis) -> None:
     queue = broker.default_queue
+    before = blmoves(client)
     start = time.monotonic()
     assert broker.fetch(queue, 5, 0.3) == []
     assert 0.25 <= time.monotonic() - start < 2
+    calls, refused = (now - then for now, then in zip(blmoves(client), before, strict=True))
+    assert (calls, refused) == (1, 0)  # one wait that blocked (a refused one returns at once)
     timer = threading.Timer(0.2, broker.publish_raw, (queue, [b"late1", b"late2"]))
     timer.start()
     got = broker.fetch(queue, 5, 5.0)
