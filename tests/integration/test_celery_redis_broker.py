@@ -295,7 +295,9 @@ def test_blocking_fetch_wakes_and_stages_nothing(make_broker: Callable[..., Cele
     before = blmoves(client)
     assert consumer.fetch(queue, 10, 0.3) == []
     calls, refused = (now - then for now, then in zip(blmoves(client), before, strict=True))
-    assert (calls, refused) == (1, 0)  # one wait that blocked (a refused one returns at once)
+    # it blocked: one BLMOVE (a refused one returns at once, thousands a second); a
+    # leftover consumer of another test on this server may add one or two
+    assert refused == 0 and 1 <= calls <= 3, (calls, refused)
     timer = threading.Timer(0.3, publisher.publish_messages,
                             (queue, [task_message("tasks.add", [5, 5])]))
     timer.start()

@@ -144,7 +144,9 @@ def test_fetch_waits_for_the_first_message(broker: RedisBroker, client: redis.Re
     assert broker.fetch(queue, 5, 0.3) == []
     assert 0.25 <= time.monotonic() - start < 2
     calls, refused = (now - then for now, then in zip(blmoves(client), before, strict=True))
-    assert (calls, refused) == (1, 0)  # one wait that blocked (a refused one returns at once)
+    # it blocked: one BLMOVE (a refused one returns at once, thousands a second); a
+    # leftover consumer of another test on this server may add one or two
+    assert refused == 0 and 1 <= calls <= 3, (calls, refused)
     timer = threading.Timer(0.2, broker.publish_raw, (queue, [b"late1", b"late2"]))
     timer.start()
     got = broker.fetch(queue, 5, 5.0)
