@@ -88,6 +88,15 @@ def _priority_of(raw: bytes) -> object:
         return 0
 
 
+YIELD_AFTER_WAKE = 0.0002
+"""Seconds a fetch woken from its blocked wait sleeps before the messages are handed on.
+Celery's worker records a message in kombu's unacked between receiving and running it, a
+round trip in which the producing thread (in the same process: a test, an app that sends
+and then reads a flag) runs on; ours records it in the same script as the take, so without
+this it would take the GIL from that thread first. Only after an idle wait: a busy worker
+never sleeps here."""
+
+
 class CeleryRedisBroker(CeleryBroker):
     """kombu's Redis transport layout with reliable batch fetch (see the module docstring).
 
@@ -199,6 +208,8 @@ class CeleryRedisBroker(CeleryBroker):
             if left <= 0:
                 break
             items = self._wait(queue, max_count, max(min(left, self.block_slice), 0.01))
+        if items:  # woken by a publish: let the thread that published go on first, as a
+            time.sleep(YIELD_AFTER_WAKE)  # Celery worker does while it records the unacked
         return self._deliveries(queue, items)
 
     def _wait(self, queue: str, count: int, seconds: float) -> list[tuple[bytes, bytes]]:
