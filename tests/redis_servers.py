@@ -13,7 +13,8 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -374,9 +375,19 @@ def with_db(url: str, db: int) -> str:
     return f"{url.rsplit('/', 1)[0]}/{db}"
 
 
-def blmoves(client: Any) -> tuple[int, int]:
-    """BLMOVE calls the server has run so far, and those it refused (the error of a call
-    whose reply was skipped is never read: only these counts show it)."""
+@contextmanager
+def blocks_once(client: Any) -> Iterator[None]:
+    """Asserts that what runs inside waited on Redis with one BLMOVE that blocked. A refused
+    one (a syntax error, whose reply a quiet call never reads) returns at once, thousands a
+    second; a leftover consumer of another test on the same server may add one or two."""
+    before = _blmoves(client)
+    yield
+    calls, refused = (now - then for now, then in zip(_blmoves(client), before, strict=True))
+    assert refused == 0 and 1 <= calls <= 3, (calls, refused)
+
+
+def _blmoves(client: Any) -> tuple[int, int]:
+    """BLMOVE calls the server has run so far, and those it refused."""
     stats = client.info("commandstats").get("cmdstat_blmove", {})
     return int(stats.get("calls", 0)), int(stats.get("rejected_calls", 0)) + int(
         stats.get("failed_calls", 0))
