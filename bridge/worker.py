@@ -44,6 +44,9 @@ __all__ = ["ACK_HOLD", "HandlerFactory", "Worker", "WorkerOptions", "unregistere
 
 log = logging.getLogger("bridge.worker")
 
+PREPARE_TIMEOUT = 30.0
+"""Seconds the loop waits for the task threads' per-thread state before consuming."""
+
 Hook = Callable[[Signature], None]
 ErrorHandler = Callable[[Signature, BaseException], None]
 HandlerFactory = Callable[["Worker"], Handler]
@@ -122,7 +125,10 @@ class Worker:
         log.info("worker consuming %s with %d %s",
                  ", ".join(f"{h.queue} ({type(h).__name__})" for h in self.handlers),
                  opts.concurrency, opts.pool)
-        pool = TaskThreads(opts.concurrency, self._run)
+        pool = TaskThreads(opts.concurrency, self._run, prepare=self._prepare_thread)
+        if not pool.wait_prepared(PREPARE_TIMEOUT):
+            log.warning("task threads still preparing after %.0f s: consuming anyway",
+                        PREPARE_TIMEOUT)
         outage = self.outage
         wait = 0.0
         turn = 0
@@ -564,6 +570,11 @@ class Worker:
         return acks
 
     # ------------------------------------------------------------------ the task threads
+
+    def _prepare_thread(self) -> None:
+        """In each task thread once, before its first job: what each handler needs there."""
+        for handler in self.handlers:
+            handler.prepare_thread()
 
     def _run(self, job: Job) -> None:
         """In a pool thread: the pre-task hook and the function, nothing else."""

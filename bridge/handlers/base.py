@@ -156,5 +156,9 @@ class Handler(ABC):
         """In a pool thread: ``run(job)`` runs the function; a handler may wrap it."""
         return run(job)
 
+    def prepare_thread(self) -> None:  # noqa: B027 - optional hook
+        """In each pool thread once, before its first job: per-thread state the handler's
+        tasks need, made while the worker starts instead of by the first task."""
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release what the handler opened (not the consumer: the app owns it)."""

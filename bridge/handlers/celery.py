@@ -229,6 +229,10 @@ class CeleryHandler(Handler):
 
     # ------------------------------------------------------------------ running
 
+    def prepare_thread(self) -> None:
+        if self.tracer is not None:
+            self.tracer.prepare_thread()
+
     def call(self, job: Job, run: Callable[[Job], Any]) -> Any:
         """A Celery task's ``self.request`` is this message's, as in a Celery worker."""
         celery_task = job.task.celery_task

@@ -148,8 +148,14 @@ class MetaEncoder:
         value = self._dumps(meta)
         if isinstance(value, str) and len(value) > backend._MAX_STR_VALUE_SIZE:
             raise BackendStoreError("value too large for Redis backend")
-        return Deferred(backend.client, backend.get_key_for_task(task_id), value,
+        return Deferred(self._client(), backend.get_key_for_task(task_id), value,
                         int(backend.expires or 0), backend.serializer)
+
+    def _client(self) -> Any:
+        """The backend's Redis client, read where its ``cached_property`` keeps it: kombu's
+        ``cached_property.__get__`` takes, at every read, a lock shared by all instances."""
+        client = self.backend.__dict__.get("client")
+        return client if client is not None else self.backend.client
 
     def _dumps(self, meta: dict[str, Any]) -> Any:
         """kombu's JSON encoder called as its serializer registry calls it; anything it
