@@ -281,6 +281,11 @@ class CeleryRedisBroker(CeleryBroker):
             except DecodeError as exc:  # valid for the Lua check, not for kombu's reader
                 self._park(Delivery(raw, queue, tag.decode("utf-8", "replace")), str(exc))
                 continue
+            if env.delivery_tag != tag.decode("utf-8", "replace"):  # the take read its end
+                self._park(Delivery(raw, queue, tag.decode("utf-8", "replace")),
+                           f"properties.delivery_tag {env.delivery_tag!r} is not the tag at "
+                           "the envelope's end (kombu writes properties last)")
+                continue
             delivery = Delivery(raw, queue, env.delivery_tag, env.message)
             self._held.pop(env.delivery_tag, None)  # a restored one: newest position
             self._held[env.delivery_tag] = delivery

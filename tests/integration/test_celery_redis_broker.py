@@ -283,6 +283,38 @@ def test_garbage_is_parked_and_the_broker_goes_on(
     assert len(broker.dead_letters(queue)) == len(garbage) - 1
 
 
+def test_unacked_records_what_the_envelope_says(
+        make_broker: Callable[..., CeleryRedisBroker], client: redis.Redis,
+        queue: str) -> None:
+    """The take reads a kombu envelope's tag, exchange and routing key from its end (where
+    kombu writes its properties) and decodes any other: the unacked records are kombu's
+    either way, and an envelope whose end names another tag than its properties is parked."""
+    broker = make_broker()
+    canonical = json.loads(broker_envelope(task_message("tasks.add", [1, 1]), queue))
+    escaped = json.loads(broker_envelope(task_message("tasks.add", [2, 2]), queue))
+    escaped["properties"]["delivery_info"]["routing_key"] = 'odd"key'  # needs decoding
+    decoy = json.loads(broker_envelope(task_message("tasks.add", [3, 3]), queue))
+    props = decoy.pop("properties")
+    decoy["properties"] = props
+    decoy["headers"] = dict(decoy.pop("headers"), **{
+        "delivery_info": {"exchange": "", "routing_key": queue}, "priority": 0,
+        "body_encoding": "base64", "delivery_tag": "not-the-tag"})  # headers last now
+    raws = [json.dumps(m).encode() for m in (canonical, escaped, decoy)]
+    assert raws[2].endswith(b'"delivery_tag": "not-the-tag"}}')
+    client.lpush(queue, *raws)
+    got = broker.fetch(queue, 10, 0)
+    assert [args_of(d) for d in got] == [[1, 1], [2, 2]]
+    records = {tag.decode(): json.loads(value) for tag, value in client.hgetall("unacked").items()}
+    assert records == {
+        canonical["properties"]["delivery_tag"]: [canonical, "", queue],
+        escaped["properties"]["delivery_tag"]: [escaped, "", 'odd"key'],
+    }
+    (dead,) = broker.dead_letters(queue)
+    assert dead["body"].encode() == raws[2]
+    assert f"{props['delivery_tag']!r} is not the tag at" in dead["reason"]
+    assert client.zcard("unacked_index") == 2
+
+
 def broker_envelope(msg: CeleryMessage, queue: str) -> bytes:
     from bridge.protocol.kombu_envelope import to_envelope
     return to_envelope(msg, routing_key=queue)
