@@ -75,30 +75,41 @@ class Observers:
     def wants(self, kind: str) -> bool:
         """Whether any observer reads events of ``kind`` (the hot path asks before it builds
         one: with only the task log at WARNING, a success costs nothing)."""
-        for _, wants in self._routes:
-            if wants is None:
-                return True
+        return bool(self.takers(kind))
+
+    def takers(self, kind: str) -> list[Callable[[TaskEvent], None]]:
+        """The ``task_event`` of each observer that reads events of ``kind`` now (asked once
+        an event: the hot path builds none when this is empty). One whose ``wants`` raises
+        is named once a kind of error, and left out."""
+        out = []
+        for take, wants in self._routes:
             try:
-                if wants(kind):
-                    return True
-            except Exception:  # its task_event says what is wrong (once)
-                return True
-        return False
+                if wants is None or wants(kind):
+                    out.append(take)
+            except Exception as exc:
+                self._complain(take, exc)
+        return out
 
     def __bool__(self) -> bool:
         return bool(self._observers)
 
     def task_event(self, event: TaskEvent) -> None:
         """To each observer that wants its kind."""
-        kind = event.kind
-        for take, wants in self._routes:
+        self.deliver(self.takers(event.kind), event)
+
+    def deliver(self, takers: list[Callable[[TaskEvent], None]], event: TaskEvent) -> None:
+        """``event`` to ``takers`` (from :meth:`takers`); one that raises is named once a
+        kind of error, and stops neither the others nor the worker."""
+        for take in takers:
             try:
-                if wants is None or wants(kind):
-                    take(event)
+                take(event)
             except Exception as exc:
-                owner = getattr(take, "__self__", take)
-                key = (id(owner), type(exc).__name__)
-                if key not in self._complained:
-                    self._complained.add(key)
-                    log.warning("%s could not take a task event: %s: %s",
-                                type(owner).__name__, type(exc).__name__, exc)
+                self._complain(take, exc)
+
+    def _complain(self, take: Callable[[TaskEvent], None], exc: Exception) -> None:
+        owner = getattr(take, "__self__", take)
+        key = (id(owner), type(exc).__name__)
+        if key not in self._complained:
+            self._complained.add(key)
+            log.warning("%s could not take a task event: %s: %s",
+                        type(owner).__name__, type(exc).__name__, exc)

@@ -27,7 +27,7 @@ from bridge.brokers.base import Delivery
 from bridge.control.revoked import RevokedIds
 from bridge.handlers.base import Handler, Job, Outcome
 from bridge.handlers.machinery import MachineryHandler
-from bridge.observe import STARTED, Observer, Observers, TaskEvent
+from bridge.observe import STARTED, Observer, Observers
 from bridge.outage import Backoff, Outage, is_outage, one_line, probe
 from bridge.process_slots import ProcessSlots
 from bridge.protocol.machinery import Signature
@@ -497,12 +497,6 @@ class Worker:
     def registered(self, task_id: str) -> None:
         if self._unregistered:
             self._unregistered.pop(task_id, None)
-
-    def observe(self, event: TaskEvent) -> None:
-        self.observers.task_event(event)
-
-    def wants(self, kind: str) -> bool:
-        return self.observers.wants(kind)
 
     def is_revoked(self, task_id: str) -> bool:
         return task_id in self.revoked

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 from bridge.app import Bridge
 from bridge.brokers.base import Consumer, Delivery
-from bridge.observe import TaskEvent
+from bridge.observe import Observers, TaskEvent
 from bridge.outage import Endpoint, is_outage
 from bridge.protocol.machinery import Signature
 from bridge.task import RegisteredTask
@@ -64,11 +64,8 @@ class Host(Protocol):
     def registered(self, task_id: str) -> None:
         """Forget the back-off of a task that found its function."""
 
-    def observe(self, event: TaskEvent) -> None:
-        """Tell the worker's observers (task log, metrics, events) about a step of a task."""
-
-    def wants(self, kind: str) -> bool:
-        """Whether an observer reads events of ``kind`` (else none is built)."""
+    observers: Observers
+    """The worker's observers (task log, metrics, events, the remote control's view)."""
 
     def is_revoked(self, task_id: str) -> bool:
         """Whether a remote control revoked ``task_id`` (then it is not run)."""
@@ -130,17 +127,20 @@ class Handler(ABC):
 
     def report(self, kind: str, job: Job, **details: Any) -> None:
         """One step of ``job``'s life, for the worker's observers (see bridge.observe)."""
-        if not self.host.wants(kind):
-            return
-        self.host.observe(TaskEvent(kind, job.task_id, job.task.name, job.delivery.queue,
-                                    self.protocol, runtime=job.runtime, args=job.args,
-                                    kwargs=job.kwargs, **details))
+        observers = self.host.observers
+        takers = observers.takers(kind)
+        if takers:  # else none is built
+            observers.deliver(takers, TaskEvent(
+                kind, job.task_id, job.task.name, job.delivery.queue, self.protocol,
+                runtime=job.runtime, args=job.args, kwargs=job.kwargs, **details))
 
     def report_unrun(self, kind: str, task_id: str, name: str, queue: str, reason: str) -> None:
         """A task that never became a job (bad args, expired, undecodable), for observers."""
-        if not self.host.wants(kind):
-            return
-        self.host.observe(TaskEvent(kind, task_id, name, queue, self.protocol, reason=reason))
+        observers = self.host.observers
+        takers = observers.takers(kind)
+        if takers:
+            observers.deliver(takers, TaskEvent(kind, task_id, name, queue, self.protocol,
+                                                reason=reason))
 
     def endpoints(self) -> list[Endpoint]:
         """What this handler needs reachable (probed when the worker starts)."""
