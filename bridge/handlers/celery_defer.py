@@ -26,6 +26,9 @@ from typing import Any
 
 __all__ = ["Deferred", "MetaEncoder", "SuccessDeferral", "store_deferred"]
 
+_SHARED_CLIENTS: dict[tuple[type, str], Any] = {}
+"""The first Redis client seen for each backend class and connection parameters."""
+
 
 @dataclass(slots=True)
 class Deferred:
@@ -123,6 +126,10 @@ class MetaEncoder:
         self.fast = (not app.conf.find_value_for_key("extended", "result")
                      and type(app).now is Celery.now)
         self.zone = app.timezone
+        params = getattr(backend, "connparams", None)
+        self._target = ((type(backend), repr(sorted(params.items(), key=repr)))
+                        if isinstance(params, dict) else None)
+        self._shared: Any = None
         codec = registry._encoders.get(backend.serializer)
         self.dumps = dumps if codec is not None and codec.encoder is dumps else None
 
@@ -152,10 +159,16 @@ class MetaEncoder:
                         int(backend.expires or 0), backend.serializer)
 
     def _client(self) -> Any:
-        """The backend's Redis client, read where its ``cached_property`` keeps it: kombu's
-        ``cached_property.__get__`` takes, at every read, a lock shared by all instances."""
-        client = self.backend.__dict__.get("client")
-        return client if client is not None else self.backend.client
+        """The Redis client the meta is written with: one for every backend of the same
+        class and connection parameters. Celery makes a backend (and a client) per thread,
+        and the worker writes a turn's metas in one script call per client."""
+        if self._shared is None:
+            # read where kombu's cached_property keeps it: its __get__ takes a lock
+            client = self.backend.__dict__.get("client") or self.backend.client
+            if self._target is None:
+                return client
+            self._shared = _SHARED_CLIENTS.setdefault(self._target, client)
+        return self._shared
 
     def _dumps(self, meta: dict[str, Any]) -> Any:
         """kombu's JSON encoder called as its serializer registry calls it; anything it

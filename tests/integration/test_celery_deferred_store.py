@@ -164,3 +164,26 @@ def test_the_worker_parks_a_task_whose_deferred_meta_meets_a_foreign_key(
     finally:
         client.close()
         node.close()
+
+
+def test_metas_of_many_threads_go_out_in_one_call(app: Celery, client: redis.Redis) -> None:
+    """Celery makes a result backend (and a Redis client) per thread; the deferred metas of
+    every thread's backend to the same server share one client, so one script call."""
+    import threading
+
+    traced: list[Traced] = []
+
+    def one() -> None:
+        traced.append(run(app, "t.echo", len(traced))[1])
+
+    threads = [threading.Thread(target=one) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+        thread.join()
+    deferred = [t.deferred for t in traced]
+    assert all(d is not None for d in deferred)
+    assert len({id(d.client) for d in deferred if d is not None}) == 1
+    client.config_resetstat()
+    assert store_deferred([d for d in deferred if d is not None]) == [1, 1, 1, 1]
+    stats = client.info("commandstats")["cmdstat_evalsha"]
+    assert stats["calls"] - stats.get("failed_calls", 0) == 1  # (a NOSCRIPT first: failed)
