@@ -118,9 +118,13 @@ class MetaEncoder:
 
     def __init__(self, backend: Any) -> None:
         from celery import Celery
+        from celery.exceptions import BackendStoreError
         from kombu.serialization import registry
+        from kombu.utils.encoding import bytes_to_str
         from kombu.utils.json import dumps
 
+        self._too_large = BackendStoreError  # imported once, not at every task
+        self._to_str = bytes_to_str
         app = backend.app
         self.backend = backend
         self.fast = (not app.conf.find_value_for_key("extended", "result")
@@ -134,9 +138,6 @@ class MetaEncoder:
         self.dumps = dumps if codec is not None and codec.encoder is dumps else None
 
     def encode(self, task_id: str, result: Any, state: str, request: Any) -> Deferred:
-        from celery.exceptions import BackendStoreError
-        from kombu.utils.encoding import bytes_to_str
-
         backend = self.backend
         result = backend.encode_result(result, state)
         if self.fast:
@@ -151,10 +152,10 @@ class MetaEncoder:
         else:
             meta = backend._get_result_meta(result=result, state=state, traceback=None,
                                             request=request)
-        meta["task_id"] = bytes_to_str(task_id)
+        meta["task_id"] = self._to_str(task_id)
         value = self._dumps(meta)
         if isinstance(value, str) and len(value) > backend._MAX_STR_VALUE_SIZE:
-            raise BackendStoreError("value too large for Redis backend")
+            raise self._too_large("value too large for Redis backend")
         return Deferred(self._client(), backend.get_key_for_task(task_id), value,
                         int(backend.expires or 0), backend.serializer)
 

@@ -74,7 +74,12 @@ class CeleryTracer:
 
     def __init__(self, celery_app: Any, hostname: str) -> None:
         from celery import signals
+        from celery.app.trace import build_tracer
+        from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 
+        # imported once: an import statement costs ~0.6 us at every task
+        self._build_tracer = build_tracer
+        self._limits_exceeded = (SoftTimeLimitExceeded, TimeLimitExceeded)
         self.app = celery_app
         self.hostname = hostname
         self.deferral = SuccessDeferral(celery_app)
@@ -132,14 +137,10 @@ class CeleryTracer:
 
     def run(self, celery_task: Any, ctask: CeleryTask, delivery: Delivery) -> Traced:
         """Trace one task in this thread; Celery stores its states and sends its follow-ups."""
-        from celery.app.trace import build_tracer
-
         if celery_task.__trace__ is None:
-            celery_task.__trace__ = build_tracer(celery_task.name, celery_task, app=self.app,
-                                                 hostname=self.hostname)
+            celery_task.__trace__ = self._build_tracer(celery_task.name, celery_task,
+                                                       app=self.app, hostname=self.hostname)
         request = celery_request(ctask, delivery, self.hostname)
-        from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
-
         hard, soft = _time_limits(request.get("timelimit"), celery_task)
         traced = None
         # a leaf task only: what follows a chain link, a callback or a group member may
@@ -156,7 +157,7 @@ class CeleryTracer:
             else:
                 traced = celery_task.__trace__(ctask.id, request["args"], request["kwargs"],
                                                request)
-        except (SoftTimeLimitExceeded, TimeLimitExceeded):
+        except self._limits_exceeded:
             if traced is None:  # the tracer catches what comes in time: not ours to hide
                 raise
         finally:
