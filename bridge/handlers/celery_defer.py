@@ -118,13 +118,20 @@ class MetaEncoder:
 
     def __init__(self, backend: Any) -> None:
         from celery import Celery
+        from celery.backends.base import BaseKeyValueStoreBackend
         from celery.exceptions import BackendStoreError
         from kombu.serialization import registry
-        from kombu.utils.encoding import bytes_to_str
+        from kombu.utils.encoding import bytes_to_str, ensure_bytes
         from kombu.utils.json import dumps
 
         self._too_large = BackendStoreError  # imported once, not at every task
         self._to_str = bytes_to_str
+        base = BaseKeyValueStoreBackend
+        # Celery's get_key_for_task joins prefix, ensure_bytes(id) and b"": done inline
+        self._plain_keys = (type(backend).get_key_for_task is base.get_key_for_task
+                            and type(backend)._get_key_for is base._get_key_for
+                            and backend.key_t is ensure_bytes
+                            and isinstance(backend.task_keyprefix, bytes))
         app = backend.app
         self.backend = backend
         self.fast = (not app.conf.find_value_for_key("extended", "result")
@@ -156,8 +163,11 @@ class MetaEncoder:
         value = self._dumps(meta)
         if isinstance(value, str) and len(value) > backend._MAX_STR_VALUE_SIZE:
             raise self._too_large("value too large for Redis backend")
-        return Deferred(self._client(), backend.get_key_for_task(task_id), value,
-                        int(backend.expires or 0), backend.serializer)
+        key = (backend.task_keyprefix + task_id.encode()
+               if self._plain_keys and isinstance(task_id, str) and task_id
+               else backend.get_key_for_task(task_id))
+        return Deferred(self._client(), key, value, int(backend.expires or 0),
+                        backend.serializer)
 
     def _client(self) -> Any:
         """The Redis client the meta is written with: one for every backend of the same

@@ -29,6 +29,7 @@ CONFIGS = {
     "local": {"enable_utc": False},
     "msgpack": {"result_serializer": "msgpack"},
     "extended": {"result_extended": True},
+    "keyprefix": {"result_backend_transport_options": {"global_keyprefix": "pfx_"}},
 }
 
 
@@ -99,3 +100,10 @@ def test_a_result_the_serializer_refuses_raises_celerys_error(app: Celery) -> No
     with pytest.raises(EncodeError) as ours:
         MetaEncoder(app.backend).encode("t-1", object(), "SUCCESS", request)
     assert type(ours.value) is type(theirs.value)
+
+
+@pytest.mark.parametrize("task_id", ["t-1", "tâche-ü-1", "a" * 300])
+def test_the_key_is_celerys(app: Celery, task_id: str) -> None:
+    ours = MetaEncoder(app.backend).encode(task_id, 1, "SUCCESS", None)
+    assert ours.key == app.backend.get_key_for_task(task_id)
+    assert isinstance(ours.key, bytes)
