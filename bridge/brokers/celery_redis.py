@@ -275,14 +275,15 @@ class CeleryRedisBroker(CeleryBroker):
 
     def _deliveries(self, queue: str, items: Iterable[tuple[bytes, bytes]]) -> list[Delivery]:
         out = []
-        for raw, tag in items:
+        for raw, tag_bytes in items:
+            tag = tag_bytes.decode("utf-8", "replace")  # as the take recorded it in unacked
             try:
                 env = decode_envelope(raw, max_size=self.max_message_bytes)
             except DecodeError as exc:  # valid for the Lua check, not for kombu's reader
-                self._park(Delivery(raw, queue, tag.decode("utf-8", "replace")), str(exc))
+                self._park(Delivery(raw, queue, tag), str(exc))
                 continue
-            if env.delivery_tag != tag.decode("utf-8", "replace"):  # the take read its end
-                self._park(Delivery(raw, queue, tag.decode("utf-8", "replace")),
+            if env.delivery_tag != tag:  # the take read it from the envelope's end
+                self._park(Delivery(raw, queue, tag),
                            f"properties.delivery_tag {env.delivery_tag!r} is not the tag at "
                            "the envelope's end (kombu writes properties last)")
                 continue

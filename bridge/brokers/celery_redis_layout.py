@@ -72,29 +72,16 @@ local function quick_fields(item)
   return tag, ex, rk
 end
 
--- nil and a reason when ``item`` cannot be recorded in kombu's unacked hash, else its
--- delivery tag, exchange and routing key (``queue`` when the envelope names none). Only
--- envelopes up to DECODE_MAX bytes are decoded here; a larger one is read from its tail
--- (and decoded in Python, which parks it if it is not an envelope after all).
-local function check(item, max_size, unacked, queue)
-  if #item > max_size then
-    return nil, too_big(#item, max_size)
-  end
-  local qtag, qex, qrk = quick_fields(item)
-  if qtag and is_utf8(qtag) then
-    if redis.call('HEXISTS', unacked, qtag) == 1 then
-      return nil, 'duplicate delivery_tag ' .. qtag .. ': a message with this tag is unacked'
-    end
-    return qtag, qex, qrk
-  end
+-- ``item``'s delivery tag, exchange and routing key (``queue`` when it names none), or nil
+-- and why it is not a kombu envelope: read from its end where kombu writes them, else from a
+-- large one's tail (decoded in Python, which parks it if it is not an envelope after all),
+-- else decoded here (up to DECODE_MAX bytes).
+local function fields(item, queue)
+  local tag, ex, rk = quick_fields(item)
+  if tag and is_utf8(tag) then return tag, ex, rk end
   if #item > DECODE_MAX then
-    local tag, ex, rk = tail_fields(item)
-    if tag and is_utf8(tag) then
-      if redis.call('HEXISTS', unacked, tag) == 1 then
-        return nil, 'duplicate delivery_tag ' .. tag .. ': a message with this tag is unacked'
-      end
-      return tag, ex, rk or queue
-    end
+    tag, ex, rk = tail_fields(item)
+    if tag and is_utf8(tag) then return tag, ex, rk or queue end
   end
   local ok, env = pcall(cjson.decode, item)
   if not ok then return nil, 'not a kombu envelope: not JSON (' .. tostring(env) .. ')' end
@@ -103,19 +90,30 @@ local function check(item, max_size, unacked, queue)
   end
   local props = env.properties
   if type(props) ~= 'table' then return nil, "not a kombu envelope: no 'properties' object" end
-  local tag = props.delivery_tag
+  tag = props.delivery_tag
   if type(tag) ~= 'string' or tag == '' then
     return nil, 'not a kombu envelope: properties.delivery_tag is missing, null or empty'
   end
   if not is_utf8(tag) then return nil, 'not a kombu envelope: delivery_tag is not UTF-8' end
-  if redis.call('HEXISTS', unacked, tag) == 1 then
-    return nil, 'duplicate delivery_tag ' .. tag .. ': a message with this tag is unacked'
-  end
-  local ex, rk = '', queue
+  ex, rk = '', queue
   local info = props.delivery_info
   if type(info) == 'table' then
     if type(info.exchange) == 'string' then ex = info.exchange end
     if type(info.routing_key) == 'string' then rk = info.routing_key end
+  end
+  return tag, ex, rk
+end
+
+-- nil and a reason when ``item`` cannot be recorded in kombu's unacked hash (too large, not
+-- an envelope, its tag already unacked), else its tag, exchange and routing key.
+local function check(item, max_size, unacked, queue)
+  if #item > max_size then
+    return nil, too_big(#item, max_size)
+  end
+  local tag, ex, rk = fields(item, queue)  -- on failure ex is the reason
+  if not tag then return nil, ex end
+  if redis.call('HEXISTS', unacked, tag) == 1 then
+    return nil, 'duplicate delivery_tag ' .. tag .. ': a message with this tag is unacked'
   end
   return tag, ex, rk
 end
