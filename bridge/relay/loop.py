@@ -5,9 +5,11 @@ One loop, batched. Each turn it fetches up to ``batch`` messages from the source
 to the direction's :class:`Side` (``bridge.relay.forward`` for Celery → machinery,
 ``bridge.relay.reverse`` for machinery → Celery), and, every ``poll_interval``, reads the
 states of every task id it still owes a result for in one round trip per 1,000 ids and
-writes the finished ones into the producing side's result backend. Reading grows with what
-is in flight, so the next read waits at least four times as long as the last one took:
-a deep backlog of unfinished tasks slows how soon results come back, not the relaying.
+writes the finished ones into the producing side's result backend (:class:`ReadSchedule`).
+Reading grows with what is in flight, so the next read waits at least four times as long as
+the last one took, and twice as long after each read that found nothing ended (up to 16
+intervals) while the oldest 1,000 ids are still read every interval: a deep backlog nobody
+works on slows neither the relaying nor the first results, which end first in a FIFO queue.
 
 The ids in flight live in Redis (``bridge.relay.track``), so a restart loses nothing.
 A message is acknowledged only after its translation is published (a crash duplicates
@@ -21,6 +23,7 @@ import logging
 import os
 import time
 from collections import Counter
+from itertools import islice
 
 from bridge.brokers.base import Delivery
 from bridge.config import ConfigError
@@ -40,19 +43,58 @@ from bridge.relay.track import (
 )
 from bridge.stop_signals import StopSignals
 
-__all__ = ["Relay", "open_relay", "relay_name"]
+__all__ = ["HEAD", "ReadSchedule", "Relay", "next_read_at", "open_relay", "relay_name"]
 
 log = logging.getLogger("bridge.relay")
 
 _CHUNK = 1000
 _CARRY_SHARE = 4  # the wait between reads of what is in flight, in units of the last read
+_IDLE_DOUBLINGS = 4  # reads that found nothing ended: the wait doubles, up to 16 intervals
+HEAD = _CHUNK
+"""How many of the oldest ids in flight are read every interval, whatever the backlog."""
 
 
-def next_read_at(began: float, ended: float, poll_interval: float) -> float:
-    """When to read the states in flight again, after a read from ``began`` to ``ended``:
+def next_read_at(began: float, ended: float, poll_interval: float, idle: int = 0) -> float:
+    """When to read every state in flight again, after a read from ``began`` to ``ended``:
     ``poll_interval`` later, or four times the read's length if that is longer (reading
-    takes at most a fifth of the loop's time, however much is in flight)."""
-    return ended + max(poll_interval, _CARRY_SHARE * (ended - began))
+    takes at most a fifth of the loop's time, however much is in flight); after ``idle``
+    reads in a row that found nothing ended, 2**idle intervals (at most 16)."""
+    wait = poll_interval * (1 << min(idle, _IDLE_DOUBLINGS))
+    return ended + max(wait, _CARRY_SHARE * (ended - began))
+
+
+class ReadSchedule:
+    """When the relay reads the states in flight: all of them (see :func:`next_read_at`),
+    and in between, every interval, the oldest :data:`HEAD` ids (a whole read when no more
+    are in flight). A read of the oldest that finds some ended makes the next read of all
+    due as if the last had found some too."""
+
+    def __init__(self, poll_interval: float) -> None:
+        self.poll_interval = poll_interval
+        self.all_at = 0.0
+        self.head_at = 0.0
+        self.idle = 0
+        self._last = (0.0, 0.0)  # the last read of all: began, ended
+
+    @property
+    def next_at(self) -> float:
+        return min(self.all_at, self.head_at)
+
+    def due(self, now: float, in_flight: int) -> int | None:
+        """What to read now: 0 every id, n the oldest n, None nothing."""
+        if now >= self.all_at or (now >= self.head_at and in_flight <= HEAD):
+            return 0
+        return HEAD if now >= self.head_at else None
+
+    def read(self, limit: int, began: float, ended: float, ended_tasks: int) -> None:
+        """A read of ``limit`` ids (0: all) from ``began`` to ``ended`` found
+        ``ended_tasks`` ended."""
+        self.head_at = ended + self.poll_interval
+        if limit == 0:
+            self._last = (began, ended)
+        self.idle = 0 if ended_tasks else self.idle + 1 if limit == 0 else self.idle
+        if limit == 0 or ended_tasks:
+            self.all_at = next_read_at(*self._last, self.poll_interval, self.idle)
 
 
 class Relay:
@@ -82,7 +124,7 @@ class Relay:
         """Relay until stopped (SIGTERM/SIGINT or :meth:`stop`); returns exit status 0."""
         self.signals.install()
         loaded = False
-        next_poll = 0.0
+        schedule = ReadSchedule(self.options.poll_interval)
         outage = Outage("relay: a broker or result backend", log, level=self.outage_level)
         while not self.signals.requested():
             try:
@@ -90,11 +132,12 @@ class Relay:
                     log.info("relaying %s (%d results in flight, bookkeeping %s)",
                              self.side.queue, self.inflight.load(), self.inflight.key)
                     loaded = True
-                self._turn(next_poll)
-                if time.monotonic() >= next_poll:
-                    began = time.monotonic()
-                    self.carry()
-                    next_poll = next_read_at(began, time.monotonic(), self.options.poll_interval)
+                self._turn(schedule.next_at)
+                began = time.monotonic()
+                limit = schedule.due(began, len(self.inflight))
+                if limit is not None:
+                    ended_tasks = self.carry(limit)
+                    schedule.read(limit, began, time.monotonic(), ended_tasks)
             except Exception as exc:  # said once per outage; the turn is tried again
                 self.signals.pause(outage.failed(exc))
                 continue
@@ -120,10 +163,11 @@ class Relay:
 
     # ------------------------------------------------------------------ results
 
-    def carry(self) -> int:
-        """Read every tracked id's state (batched) and write the finished ones; returns how
-        many results were written."""
-        uuids = list(self.inflight.entries)
+    def carry(self, limit: int = 0) -> int:
+        """Read every tracked id's state (batched; ``limit``: the oldest ``limit`` ids') and
+        write the finished ones; returns how many tasks were found ended."""
+        entries = self.inflight.entries
+        uuids = list(islice(entries, limit) if limit else entries)
         if not uuids:
             return 0
         outcomes: dict[str, Outcome] = {}
@@ -131,7 +175,7 @@ class Relay:
             outcomes.update(self.side.read(uuids[start:start + _CHUNK]))
         done, forget = self._resolve(outcomes)
         now = time.time()
-        for uuid, entry in self.inflight.entries.items():
+        for uuid, entry in ([] if limit else entries.items()):
             if uuid not in done and uuid not in forget and now - entry.since > self.options.max_age:
                 log.warning("task %s (%s): no result after %.0fs; forgotten", uuid, entry.name,
                             now - entry.since)
@@ -141,7 +185,7 @@ class Relay:
             self.side.write(list(done.values()))
             self.stats["results"] += len(done)
         self.inflight.remove([*done, *forget])
-        return len(done)
+        return len(outcomes)
 
     def _resolve(self, outcomes: dict[str, Outcome]
                  ) -> tuple[dict[str, tuple[Tracked, Outcome]], set[str]]:
