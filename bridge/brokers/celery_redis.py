@@ -60,7 +60,7 @@ from bridge.protocol.kombu_envelope import (
     to_envelope,
 )
 from bridge.redisconn import RedisClient, connect
-from bridge.redislane import Lane
+from bridge.redislane import Lane, run_script
 
 __all__ = ["CeleryRedisBroker", "UnackedEntry"]
 
@@ -253,7 +253,7 @@ class CeleryRedisBroker(CeleryBroker):
     def _take(self, queue: str, count: int, acks: Sequence[str]) -> list[tuple[bytes, bytes]]:
         keys, args = self._take_args(queue, count, acks)
         try:
-            reply = self.scripts.take(keys=keys, args=args)
+            reply = run_script(self.lane, self.scripts.take, keys, args)
         except redis.ResponseError as exc:
             text = str(exc).upper()
             if not (self.gate and "NOPERM" in text and ("SORT" in text or "MEMORY" in text)):

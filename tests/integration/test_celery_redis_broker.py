@@ -144,6 +144,23 @@ def test_celery_producer_to_our_fetch(make_broker: Callable[..., CeleryRedisBrok
     assert client.hlen("unacked") == 0 and client.zcard("unacked_index") == 0
 
 
+def test_take_goes_through_the_lane_and_survives_a_script_flush(
+        make_broker: Callable[..., CeleryRedisBroker], producer: Celery, client: redis.Redis,
+        queue: str) -> None:
+    sent = [producer.send_task("tasks.add", (i, 1), queue=queue).id for i in range(6)]
+    broker = make_broker()
+    first = broker.fetch(queue, 2, 0)
+    assert broker.lane._conn is not None  # the take went out on the lane's connection
+    client.script_flush()  # Redis forgets the take script: NOSCRIPT, then loaded again
+    second = broker.fetch(queue, 2, 0, ack=first)
+    with broker.lane._lock:  # the lane busy (another thread): the client's way
+        third = broker.fetch(queue, 2, 0, ack=second)
+    assert [d.message.headers["id"] for d in first + second + third if d.message] == sent
+    assert client.hlen("unacked") == 2  # the last two, still unacked
+    broker.fetch(queue, 2, 0, ack=third)
+    assert client.hlen("unacked") == 0 and client.zcard("unacked_index") == 0
+
+
 def test_priority_buckets_and_fifo(make_broker: Callable[..., CeleryRedisBroker],
                                    producer: Celery, queue: str) -> None:
     sent = [producer.send_task("tasks.add", (i, 0), queue=queue, priority=p).id
