@@ -19,10 +19,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+import msgspec
 import redis
 
 from bridge.brokers.base import Consumer, Delivery
 from bridge.protocol.machinery import Signature
+from bridge.redislane import Lane
 from bridge.schema import TaskSchema
 
 __all__ = ["CHORD", "DROP", "FAIL", "InFlight", "Outcome", "RelayOptions", "Side", "Tracked",
@@ -31,6 +33,7 @@ __all__ = ["CHORD", "DROP", "FAIL", "InFlight", "Outcome", "RelayOptions", "Side
 FAIL, CHORD, DROP = "fail", "chord", "drop"
 """What a failure does to a dependent id: the same failure, a ChordError, or forget it."""
 _HSCAN_COUNT = 1000
+_encode = msgspec.json.Encoder().encode  # compact JSON, UTF-8 (read back by json.loads)
 
 
 @dataclass(slots=True)
@@ -57,7 +60,7 @@ class Tracked:
             data["f"] = [list(pair) for pair in self.on_failure]
         if self.on_success:
             data["s"] = self.on_success
-        return json.dumps(data, separators=(",", ":")).encode()
+        return _encode(data)
 
     @classmethod
     def from_json(cls, uuid: str, raw: bytes) -> Tracked:
@@ -87,6 +90,8 @@ def track_signature(sig: Signature, *, group: str | None, parent: str | None,
     """Records for every id in ``sig``'s tree: the task, OnSuccess (chain members, links),
     OnError (errbacks) and the chord callback, each once."""
     now = time.time() if now is None else now
+    if not (sig.on_success or sig.on_error or sig.chord_callback):  # a leaf: itself alone
+        return [Tracked(sig.uuid, sig.name, now, group, parent)] if sig.uuid else []
     out: dict[str, Tracked] = {}
 
     def visit(s: Signature, parent_id: str | None, group_id: str | None) -> None:
@@ -129,6 +134,7 @@ class InFlight:
     def __init__(self, client: redis.Redis, key: str) -> None:
         self.client = client
         self.key = key
+        self._lane = Lane(client)
         self.entries: dict[str, Tracked] = {}
 
     def load(self) -> int:
@@ -147,7 +153,14 @@ class InFlight:
         fresh = [e for e in entries if e.uuid not in self.entries]
         if not fresh:
             return
-        self.client.hset(self.key, mapping={e.uuid: e.to_json() for e in fresh})
+        command = ["HSET", self.key]
+        for entry in fresh:
+            command += (entry.uuid, entry.to_json())
+        replies = self._lane.run([command])
+        if replies is None:  # the lane is busy or unavailable: the client's way
+            self.client.hset(self.key, mapping={e.uuid: e.to_json() for e in fresh})
+        elif isinstance(replies[0], Exception):
+            raise replies[0]
         for entry in fresh:
             self.entries[entry.uuid] = entry
 
