@@ -153,7 +153,7 @@ class InFlight:
         fresh = [e for e in entries if e.uuid not in self.entries]
         if not fresh:
             return
-        command = ["HSET", self.key]
+        command: list[str | bytes] = ["HSET", self.key]
         for entry in fresh:
             command += (entry.uuid, entry.to_json())
         replies = self._lane.run([command])
