@@ -92,7 +92,10 @@ class ReadSchedule:
         self.head_at = ended + self.poll_interval
         if limit == 0:
             self._last = (began, ended)
-        self.idle = 0 if ended_tasks else self.idle + 1 if limit == 0 else self.idle
+        if ended_tasks:
+            self.idle = 0
+        elif limit == 0:
+            self.idle += 1
         if limit == 0 or ended_tasks:
             self.all_at = next_read_at(*self._last, self.poll_interval, self.idle)
 
