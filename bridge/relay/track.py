@@ -17,6 +17,7 @@ from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any, cast
 
 import msgspec
@@ -153,12 +154,10 @@ class InFlight:
         fresh = [e for e in entries if e.uuid not in self.entries]
         if not fresh:
             return
-        command: list[str | bytes] = ["HSET", self.key]
-        for entry in fresh:
-            command += (entry.uuid, entry.to_json())
-        replies = self._lane.run([command])
+        records = {e.uuid: e.to_json() for e in fresh}
+        replies = self._lane.run([("HSET", self.key, *chain.from_iterable(records.items()))])
         if replies is None:  # the lane is busy or unavailable: the client's way
-            self.client.hset(self.key, mapping={e.uuid: e.to_json() for e in fresh})
+            self.client.hset(self.key, mapping=records)  # type: ignore[arg-type]
         elif isinstance(replies[0], Exception):
             raise replies[0]
         for entry in fresh:
