@@ -8,8 +8,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
+from uuid import UUID
 
 import msgpack
 import pytest
@@ -19,7 +21,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from kombu.exceptions import EncodeError
 
-from bridge.handlers.celery_defer import MetaEncoder
+from bridge.handlers.celery_defer import MetaEncoder, _encoder_of
 from tests.strategies import json_values
 
 _DATE = re.compile(r'"date_done": "[^"]+"')
@@ -76,6 +78,8 @@ def requests() -> st.SearchStrategy[Context]:
 @given(result=json_values, request=requests())
 @example(result="date_done", request=Context({"id": "t-1", "task": "t.echo"}))
 @example(result={"date_done": "x"}, request=Context({"id": "t-1", "task": "t.echo"}))
+@example(result=[datetime(2026, 12, 5, 21, 0, tzinfo=UTC), UUID(int=7), b"raw\xff", Decimal("1.5")],
+         request=Context({"id": "t-1", "task": "t.echo"}))  # kombu's JSONEncoder.default
 def test_the_meta_is_celerys(app: Celery, result: Any, request: Context) -> None:
     try:
         theirs = celerys(app, "t-1", result, request)
@@ -109,3 +113,24 @@ def test_the_key_is_celerys(app: Celery, task_id: str) -> None:
     ours = MetaEncoder(app.backend).encode(task_id, 1, "SUCCESS", None)
     assert ours.key == app.backend.get_key_for_task(task_id)
     assert isinstance(ours.key, bytes)
+
+
+def test_kombus_dumps_is_read_as_one_encoder_kept() -> None:
+    """kombu's ``dumps`` is ``json.dumps(value, cls=JSONEncoder)``: one encoder, kept, writes
+    the same; a ``dumps`` with other defaults is called as it is."""
+    from kombu.utils.json import JSONEncoder, dumps
+
+    encode = _encoder_of(dumps)
+    assert encode is not dumps and isinstance(encode.__self__, JSONEncoder)
+    value = {"a": [1, 2.5, None, "é<"], "when": datetime(2026, 1, 2, tzinfo=UTC)}
+    assert encode(value) == dumps(value)
+
+    def other(s: Any, _dumps: Any = json.dumps, cls: Any = JSONEncoder,
+              default_kwargs: Any = None, sort: bool = True) -> str:
+        return "x"
+
+    def keyed(s: Any, _dumps: Any = json.dumps, cls: Any = JSONEncoder,
+              default_kwargs: Any = {"sort_keys": True}) -> str:  # noqa: B006
+        return "x"
+
+    assert _encoder_of(other) is other and _encoder_of(keyed) is keyed
