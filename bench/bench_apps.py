@@ -42,6 +42,7 @@ def _celery_app() -> object:
         task_acks_late=True,  # reliability comparable to ours: ack after the task ran
         task_default_queue=QUEUE, worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True, result_expires=3600,
+        accept_content=["json", "msgpack"],  # bench.celery_protocol_bench --serializer
     )
 
     @app.task(name="noop")

@@ -13,7 +13,11 @@ and at 8; its best median is the ratio's.
 Run (after `bash .ci/setup`)::
 
     python -m bench.celery_protocol_bench --tasks 20000 --celery-tasks 3000
-    python -m bench.celery_protocol_bench --processes 2 --concurrency 32 --tasks 40000
+    python -m bench.celery_protocol_bench --processes 3 --concurrency 32 --tasks 60000 \
+        --celery-tasks 4000 --rounds 3 [--serializer msgpack]
+
+On 2 cores ``--processes 3`` fills the machine (two processes leave a fifth of it idle
+while both wait on Redis's scripts); Celery's prefork gets its best of -c 8 and -c C.
 """
 
 from __future__ import annotations
@@ -34,14 +38,15 @@ from bridge.localredis import local_redis
 from bridge.protocol.celery import encode_task, new_task
 
 
-def publish(url: str, queue: str, n: int) -> list[str]:
-    """N protocol-2 ``noop`` messages, batched; their task ids."""
+def publish(url: str, queue: str, n: int, serializer: str = "json") -> list[str]:
+    """N protocol-2 ``noop`` messages (body in ``serializer``), batched; their task ids."""
     broker = CeleryRedisBroker.from_url(url)
     ids = []
     try:
         for offset in range(0, n, 5000):
             tasks = [new_task("noop") for _ in range(min(5000, n - offset))]
-            broker.publish_messages(queue, [encode_task(t) for t in tasks])
+            broker.publish_messages(queue, [encode_task(t, serializer=serializer)
+                                             for t in tasks])
             ids += [t.id for t in tasks]
     finally:
         broker.close()
@@ -61,12 +66,12 @@ def wait_listening(client: redis.Redis, count: int, proc: subprocess.Popen[bytes
 
 
 def run(url: str, n: int, cmd: list[str], env: dict[str, str], client: redis.Redis,
-        queue: str, loops: int = 0) -> float:
+        queue: str, loops: int = 0, serializer: str = "json") -> float:
     """Tasks/s of the worker ``cmd`` over N fresh messages on ``queue``; with ``loops``,
     the worker starts first and the messages, published aside, are renamed into the queue
     at once when that many workers listen (rename → last result)."""
     client.flushdb()
-    ids = publish(url, f"{queue}.staged" if loops else queue, n)
+    ids = publish(url, f"{queue}.staged" if loops else queue, n, serializer)
     proc = start(cmd, env)
     try:
         if loops:
@@ -87,6 +92,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--processes", type=int, default=1, help="our worker processes")
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--serializer", choices=("json", "msgpack"), default="json",
+                        help="the task messages' body (results are Celery's default, json)")
     args = parser.parse_args()
     c, p = args.concurrency, args.processes
     with local_redis() as url:
@@ -111,8 +118,10 @@ def main() -> None:
         for _ in range(args.rounds):
             for label, (n, cmd) in runs.items():
                 loops = p if p > 1 and label.startswith("bridge") else 0
-                rates[label].append(run(url, n, cmd, env, client, queue, loops))
-    print(f"\n{'worker':48} {'tasks/s':>10}")
+                rates[label].append(run(url, n, cmd, env, client, queue, loops,
+                                        args.serializer))
+    print(f"\n{args.serializer} task messages")
+    print(f"{'worker':48} {'tasks/s':>10}")
     medians = {label: statistics.median(values) for label, values in rates.items()}
     for label, value in medians.items():
         spread = f"  ({min(rates[label]):,.0f}-{max(rates[label]):,.0f})" if args.rounds > 1 else ""
