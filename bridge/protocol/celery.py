@@ -176,6 +176,15 @@ def _kombu_reads_json() -> bool:
     return serialization.registry._decoders.get("application/json") is kombu_json_loads
 
 
+def accepts_kombu_json(accept: Sequence[str]) -> bool:
+    """Whether JSON bodies are accepted and read by kombu's own decoder (what the quick
+    translation of a Celery message assumes)."""
+    try:
+        return "application/json" in _accepted(accept) and _kombu_reads_json()
+    except DecodeError:
+        return False
+
+
 def _decompress(body: bytes, method: Any, max_body: int) -> bytes:
     if method not in COMPRESSIONS:
         raise DecodeError(f"unsupported compression {method!r} "
@@ -257,7 +266,7 @@ def _default_header_order(keys: list[str]) -> list[str]:
     return ["task", "id", *keys]
 
 
-def _in_default_order(keys: list[str]) -> bool:
+def in_default_order(keys: list[str]) -> bool:
     """Whether ``keys`` are in the order ``_default_header_order`` gives their other keys."""
     if keys[:2] == ["task", "id"]:
         return len(keys) == 2 or keys[2] != "lang"
@@ -275,7 +284,7 @@ def _decode_v2(headers: Mapping[str, Any], payload: Any, serializer: str,
         raise DecodeError("protocol-2 message has no id header")
     rest = dict(headers)
     del rest["task"], rest["id"]
-    if not _in_default_order(list(headers)):
+    if not in_default_order(list(headers)):
         layout["headers"] = list(headers)
     task = CeleryTask(name=_str_field(headers["task"], "task header"),
                       id=_str_field(headers["id"], "id header"),
@@ -601,5 +610,6 @@ def new_task(
 
 __all__ = [
     "COMPRESSIONS", "EMBED_KEYS", "PROTOCOL_1_BODY", "PROTOCOL_2_HEADERS", "CeleryTask",
-    "decode_task", "encode_task", "new_task", "parse_iso", "serialize",
+    "accepts_kombu_json", "decode_task", "encode_task", "in_default_order", "new_task",
+    "parse_iso", "serialize",
 ]

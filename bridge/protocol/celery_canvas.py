@@ -34,7 +34,9 @@ _MACHINERY_FIELDS: tuple[tuple[str, str, Any], ...] = (
     ("StopTaskDeletionOnError", "stop_task_deletion_on_error", False),
     ("IgnoreWhenTaskNotRegistered", "ignore_when_task_not_registered", False),
 )
-_RESERVED = frozenset({*PROTOCOL_2_HEADERS, "compression", "celery", "machinery"})
+RESERVED_HEADERS = frozenset({*PROTOCOL_2_HEADERS, "compression", "celery", "machinery"})
+"""Celery headers the translation carries in the machinery ``celery`` header (the others
+are custom headers, written as machinery headers of their own)."""
 _TRANSLATED_OPTIONS = ("task_id", "queue", "priority", "link", "link_error")
 
 
@@ -298,8 +300,8 @@ def to_signature(task: CeleryTask, *, types: ArgTyper | None = None, queue: str 
     celery["embed"] = embed
     _apply_fields(sig, machinery)
     celery["fields"] = _fields(sig)
-    custom = {} if task.headers.keys() <= _RESERVED else {
-        k: v for k, v in task.headers.items() if k not in _RESERVED}
+    custom = {} if task.headers.keys() <= RESERVED_HEADERS else {
+        k: v for k, v in task.headers.items() if k not in RESERVED_HEADERS}
     sig.headers = {**custom, "celery": celery}
     return sig
 
@@ -310,7 +312,7 @@ def _machinery_origin(task: CeleryTask, machinery: dict[str, Any], types: ArgTyp
                     routing_key=queue or str(machinery.get("RoutingKey", "")),
                     group_uuid=task.group or "",
                     priority=_int_priority(task.properties.get("priority")) or 0)
-    custom = {k: v for k, v in task.headers.items() if k not in _RESERVED}
+    custom = {k: v for k, v in task.headers.items() if k not in RESERVED_HEADERS}
     _restore_machinery(sig, task.args, custom, machinery, eta=task.eta)
     if machinery.get("UUID") == "":
         sig.uuid = ""
@@ -373,7 +375,7 @@ def _machinery_extras(sig: Signature, top: bool) -> dict[str, Any]:
     if raw:
         extras["Raw"] = raw
     extras["Headers"] = None if sig.headers is None else list(sig.headers)
-    hidden = {k: v for k, v in (sig.headers or {}).items() if k in _RESERVED}
+    hidden = {k: v for k, v in (sig.headers or {}).items() if k in RESERVED_HEADERS}
     if hidden:
         extras["HeaderValues"] = hidden
     if sig.eta is not None:
@@ -391,7 +393,7 @@ def _machinery_extras(sig: Signature, top: bool) -> dict[str, Any]:
 
 
 def _custom(sig: Signature) -> dict[str, Any]:
-    return {k: v for k, v in (sig.headers or {}).items() if k not in _RESERVED}
+    return {k: v for k, v in (sig.headers or {}).items() if k not in RESERVED_HEADERS}
 
 
 def _machinery_dict(sig: Signature) -> dict[str, Any]:
@@ -482,5 +484,5 @@ def _from_machinery(sig: Signature, group_index: int | None) -> CeleryTask:
     )
 
 
-__all__ = ["SIG_KEYS", "CeleryTranslationError", "from_signature", "parse_iso",
+__all__ = ["RESERVED_HEADERS", "SIG_KEYS", "CeleryTranslationError", "from_signature", "parse_iso",
            "to_signature"]
