@@ -1,12 +1,18 @@
-"""The quick translation of the commonest Celery message into machinery's bytes.
+"""The quick translations of the commonest messages between Celery and machinery.
 
-A kombu Redis envelope holding a plain protocol-2 JSON call (ints, strings, flags and
-floats as args or kwargs; no ETA, canvas, schema entry or machinery header; nothing a Go
-encoder escapes) is read by msgspec into typed structs and written as one msgspec struct
-in Go's field order, in a fifth of the exact path's time. Anything else gives None and
-goes the exact way (``Translator``: decode_envelope → decode_task → to_signature →
-Signature.to_json). tests/unit/test_quick_translate.py proves the two give the same bytes
-for Celery's own captured messages, their mutations and generated ones.
+Celery → machinery: a kombu Redis envelope holding a plain protocol-2 JSON call (ints,
+strings, flags and floats as args or kwargs; no ETA, canvas, schema entry or machinery
+header; nothing a Go encoder escapes) is read by msgspec into typed structs and written as
+one msgspec struct in Go's field order, in a third of the exact path's time (decode_envelope
+→ decode_task → to_signature → Signature.to_json).
+
+machinery → Celery: a Signature that carries such a call (the ``celery`` header of
+to_signature, no ETA, callbacks or machinery-only fields) gives back its Celery message
+without the CeleryTask in between (from_signature → encode_task).
+
+Anything else gives None and goes the exact way. tests/unit/test_quick_translate.py proves
+both give what the exact path gives, for Celery's own captured messages, their mutations
+and generated ones.
 """
 
 from __future__ import annotations
@@ -21,12 +27,16 @@ from bridge.protocol import gojson
 from bridge.protocol.celery import (
     DEFAULT_MAX_BODY,
     EMBED_KEYS,
+    FIELD_KEYS,
     accepts_kombu_json,
     in_default_order,
+    serialize,
 )
-from bridge.protocol.celery_canvas import RESERVED_HEADERS
+from bridge.protocol.celery_canvas import RESERVED_HEADERS, python_value
+from bridge.protocol.celery_message import CeleryMessage
 from bridge.protocol.gostruct import INT64_MAX, INT64_MIN
 from bridge.protocol.kombu_envelope import BOOKKEEPING, DEFAULT_MAX_SIZE, MAX_HEADER_DEPTH
+from bridge.protocol.machinery import Arg, Signature
 
 
 class _Envelope(msgspec.Struct):
@@ -170,4 +180,61 @@ def _typed(name: str, value: Any) -> _Arg | None:
     return None
 
 
-__all__ = ["quick_signature"]
+_NO_EMBED = dict.fromkeys(EMBED_KEYS)
+_AS_IS = frozenset({("int64", int), ("string", str), ("bool", bool)})
+
+
+def quick_message(sig: Signature) -> CeleryMessage | None:
+    """The Celery message of a Signature made from a plain Celery call, as
+    ``encode_task(from_signature(sig))`` writes it; None for any other Signature."""
+    carried = sig.headers.get("celery") if type(sig.headers) is dict else None
+    if (type(carried) is not dict or sig.eta is not None or sig.on_success is not None
+            or sig.on_error is not None or sig.chord_callback is not None
+            or sig.group_task_count != 0 or sig.immutable or sig.retry_count != 0
+            or sig.retry_timeout != 0 or sig.broker_message_group_id
+            or sig.sqs_receipt_handle or sig.stop_task_deletion_on_error
+            or sig.ignore_when_task_not_registered):
+        return None
+    celery_headers, names = carried.get("headers"), carried.get("kwargs") or []
+    properties = carried.get("properties") or {}
+    protocol, serializer = carried.get("protocol", 2), carried.get("serializer", "json")
+    if (type(celery_headers) is not dict or type(protocol) is not int or protocol != 2
+            or serializer != "json" or carried.get("layout") or carried.get("embed")
+            or carried.get("raw") or carried.get("fields", {}) != {} or type(names) is not list
+            or type(properties) is not dict
+            or celery_headers.get("eta") is not None or "compression" in celery_headers
+            or not celery_headers.keys().isdisjoint(FIELD_KEYS)):
+        return None
+    items = sig.args or []
+    split = len(items) - len(names)
+    if split < 0 or not all(type(name) is str for name in names):
+        return None
+    args = [_value(arg) for arg in items[:split]]
+    by_name = {arg.name: arg for arg in items[split:]}
+    kwargs = {name: _value(by_name[name]) for name in names if name in by_name}
+    if next(iter(celery_headers), None) == "lang":
+        headers = {"lang": celery_headers["lang"], "task": sig.name, "id": sig.uuid}
+    else:
+        headers = {"task": sig.name, "id": sig.uuid}
+    headers.update(celery_headers)
+    properties = properties.copy()
+    priority = properties.get("priority")
+    if sig.priority != (priority if type(priority) is int and 0 <= priority <= 255 else 0):
+        properties["priority"] = sig.priority
+    try:
+        content_type, encoding, body = serialize([args, kwargs, _NO_EMBED.copy()], "json")
+    except Exception:  # what the encoder refuses: the exact path says why
+        return None
+    return CeleryMessage(body=body.encode(encoding) if isinstance(body, str) else body,
+                         content_type=content_type, content_encoding=encoding,
+                         headers=headers, properties=properties)
+
+
+def _value(arg: Arg) -> Any:
+    value = arg.value
+    if (arg.type, type(value)) in _AS_IS:
+        return value
+    return python_value(arg)
+
+
+__all__ = ["quick_message", "quick_signature"]

@@ -18,7 +18,7 @@ from typing import Any
 
 from bridge.errors import BridgeError, clip, describe
 from bridge.gocraft.job import GocraftJob, now_epoch
-from bridge.migrate.quick import quick_signature
+from bridge.migrate.quick import quick_message, quick_signature
 from bridge.protocol.celery import (
     CeleryTask,
     decode_task,
@@ -94,10 +94,9 @@ class Translator:
         """machinery destinations: keep each Signature on its Translated (a sink on RabbitMQ
         publishes them; on Redis the bytes and the ETA are enough, and a batch's Signatures
         freed as soon as they are written cost less)."""
-        self.quick = dst_protocol == "machinery"
-        """Plain Celery envelopes → machinery bytes by ``bridge.migrate.quick`` (the same
-        bytes in a fraction of the time; not where Signatures are kept or a schema types
-        the task's args)."""
+        self.quick = True
+        """Plain calls translated by ``bridge.migrate.quick`` (the same bytes in a fraction
+        of the time; not where Signatures are kept or a schema types the task's args)."""
 
     def wants(self, name: str) -> bool:
         return not self.tasks or name in self.tasks
@@ -106,7 +105,8 @@ class Translator:
 
     def from_envelope(self, raw: bytes, due: datetime | None = None) -> Translated:
         """A kombu Redis envelope (``due``: when our delayed set would have released it)."""
-        quick = self._quick(raw) if self.quick and due is None else None
+        quick = (self._quick(raw) if self.quick and due is None and self.dst == "machinery"
+                 else None)
         if quick is not None:
             return quick
         try:
@@ -156,10 +156,12 @@ class Translator:
             elif self.dst == "gocraft":
                 out.job = job_of_signature(sig, self.types.schema)
             else:
-                task = from_signature(sig)
-                if sig.eta is not None and task.eta != sig.eta:  # set or moved on this side
-                    task.headers["eta"] = sig.eta.astimezone(UTC).isoformat()
-                out.message = encode_task(task)
+                out.message = quick_message(sig) if self.quick else None
+                if out.message is None:
+                    task = from_signature(sig)
+                    if sig.eta is not None and task.eta != sig.eta:  # set or moved here
+                        task.headers["eta"] = sig.eta.astimezone(UTC).isoformat()
+                    out.message = encode_task(task)
         except Exception as exc:  # whatever the message holds, it is this message's reason
             out.reason = clip(str(exc)) if isinstance(exc, BridgeError) else describe(exc)
         return out

@@ -52,7 +52,8 @@ PROTOCOL_1_BODY: tuple[str, ...] = (
 )
 """The keys of a protocol-1 body dict (``as_task_v1``), in Celery's order."""
 EMBED_KEYS: tuple[str, ...] = ("callbacks", "errbacks", "chain", "chord")
-_FIELD_KEYS = frozenset({"task", "id", "args", "kwargs", *EMBED_KEYS})
+FIELD_KEYS = frozenset({"task", "id", "args", "kwargs", *EMBED_KEYS})
+"""Keys that are CeleryTask fields, not headers (protocol 1 keeps them in the body)."""
 COMPRESSIONS: dict[str, str] = {
     "application/x-gzip": "zlib", "application/x-bz2": "bz2", "application/x-lzma": "lzma",
 }
@@ -318,7 +319,7 @@ def _decode_v1(headers: Mapping[str, Any], body: dict[str, Any], layout: dict[st
                       args=list(args), kwargs=dict(kwargs), protocol=1,
                       callbacks=body.get("callbacks"), errbacks=body.get("errbacks"),
                       chain=body.get("chain"), chord=body.get("chord"))
-    merged = {k: v for k, v in body.items() if k not in _FIELD_KEYS}
+    merged = {k: v for k, v in body.items() if k not in FIELD_KEYS}
     overridden = {k: merged[k] for k in headers if k in merged and merged[k] != headers[k]}
     for key in ("task", "id"):
         if key in headers and key in body and body[key] != headers[key]:
@@ -382,7 +383,7 @@ def _decode(msg: CeleryMessage, accept: Sequence[str], max_body: int) -> CeleryT
 
 
 def _value(task: CeleryTask, key: str) -> Any:
-    if key not in _FIELD_KEYS:
+    if key not in FIELD_KEYS:
         return task.headers[key]
     return task.name if key == "task" else getattr(task, key)
 
@@ -410,7 +411,7 @@ def _encode_v1(task: CeleryTask) -> tuple[dict[str, Any], dict[str, Any]]:
     for key in layout.get("body", PROTOCOL_1_BODY):
         if key in overridden:
             body[key] = overridden[key]
-        elif key in task.headers or key in _FIELD_KEYS:
+        elif key in task.headers or key in FIELD_KEYS:
             body[key] = _value(task, key)
         else:
             body[key] = defaults.get(key)
@@ -609,7 +610,7 @@ def new_task(
 
 
 __all__ = [
-    "COMPRESSIONS", "EMBED_KEYS", "PROTOCOL_1_BODY", "PROTOCOL_2_HEADERS", "CeleryTask",
-    "accepts_kombu_json", "decode_task", "encode_task", "in_default_order", "new_task",
-    "parse_iso", "serialize",
+    "COMPRESSIONS", "EMBED_KEYS", "FIELD_KEYS", "PROTOCOL_1_BODY", "PROTOCOL_2_HEADERS",
+    "CeleryTask", "accepts_kombu_json", "decode_task", "encode_task", "in_default_order",
+    "new_task", "parse_iso", "serialize",
 ]

@@ -58,7 +58,9 @@ def _same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-def _python(arg: Arg) -> Any:
+def python_value(arg: Arg) -> Any:
+    """The Python value of an Arg as a Celery call carries it (the wire value where the
+    type is none or one Python cannot read)."""
     if not arg.type:
         return arg.value
     try:
@@ -75,7 +77,7 @@ def _kept(arg: Arg, value: Any) -> bool:
     """Whether a Go worker (and the way back) reads ``arg`` as ``value`` exactly."""
     if arg.value is value and (arg.type, type(value)) in _AS_IS:
         return True
-    return _same(_python(arg), value)
+    return _same(python_value(arg), value)
 
 
 def _fields(sig: Signature) -> dict[str, Any]:
@@ -122,7 +124,7 @@ def _untype_call(args: list[Arg] | None, extra: Mapping[str, Any]
     items = list(args or [])
     split = len(items) - len(names)
     raw_args = raw.get("args", {})
-    positional = [raw_args[str(i)] if str(i) in raw_args else _python(a)
+    positional = [raw_args[str(i)] if str(i) in raw_args else python_value(a)
                   for i, a in enumerate(items[:split])]
     by_name = {a.name: a for a in items[split:]}
     kwargs = {}
@@ -130,7 +132,7 @@ def _untype_call(args: list[Arg] | None, extra: Mapping[str, Any]
         if name in raw.get("kwargs", {}):
             kwargs[name] = raw["kwargs"][name]
         elif name in by_name:
-            kwargs[name] = _python(by_name[name])
+            kwargs[name] = python_value(by_name[name])
     return positional, kwargs
 
 
@@ -368,7 +370,7 @@ def _machinery_extras(sig: Signature, top: bool) -> dict[str, Any]:
     for index, arg in enumerate(sig.args or []):
         if arg.type:
             try:
-                if not _same(to_wire(arg.type, _python(arg)), arg.value):
+                if not _same(to_wire(arg.type, python_value(arg)), arg.value):
                     raw[str(index)] = arg.value
             except ArgTranslationError:
                 raw[str(index)] = arg.value
@@ -407,7 +409,7 @@ def _machinery_dict(sig: Signature) -> dict[str, Any]:
     if sig.on_error is not None:
         options["link_error"] = [_embedded_dict(s)[0] for s in sig.on_error if s is not None]
     options["headers"] = {**_custom(sig), "machinery": _machinery_extras(sig, top=False)}
-    return {"task": sig.name, "args": [_python(a) for a in sig.args or []], "kwargs": {},
+    return {"task": sig.name, "args": [python_value(a) for a in sig.args or []], "kwargs": {},
             "options": options, "subtask_type": None, "immutable": sig.immutable}
 
 
@@ -473,7 +475,7 @@ def _from_machinery(sig: Signature, group_index: int | None) -> CeleryTask:
     headers = {**_custom(sig), "machinery": _machinery_extras(sig, top=True)}
     eta = sig.eta
     return new_task(
-        sig.name, [_python(a) for a in sig.args or []], task_id=sig.uuid or None,
+        sig.name, [python_value(a) for a in sig.args or []], task_id=sig.uuid or None,
         eta=eta, group=sig.group_uuid or None, group_index=group_index,
         priority=sig.priority, headers=headers,
         callbacks=[_embedded_dict(s)[0] for s in sig.on_success if s is not None]
@@ -484,5 +486,5 @@ def _from_machinery(sig: Signature, group_index: int | None) -> CeleryTask:
     )
 
 
-__all__ = ["RESERVED_HEADERS", "SIG_KEYS", "CeleryTranslationError", "from_signature", "parse_iso",
-           "to_signature"]
+__all__ = ["RESERVED_HEADERS", "SIG_KEYS", "CeleryTranslationError", "from_signature",
+           "parse_iso", "python_value", "to_signature"]
