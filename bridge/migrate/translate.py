@@ -18,7 +18,6 @@ from typing import Any
 
 from bridge.errors import BridgeError, clip, describe
 from bridge.gocraft.job import GocraftJob, now_epoch
-from bridge.migrate.quick import quick_message, quick_signature
 from bridge.protocol.celery import (
     CeleryTask,
     decode_task,
@@ -27,6 +26,7 @@ from bridge.protocol.celery import (
 )
 from bridge.protocol.celery_canvas import from_signature, to_signature
 from bridge.protocol.celery_message import CeleryMessage
+from bridge.protocol.celery_quick import quick_message, quick_signature
 from bridge.protocol.gojson import JSONNumber
 from bridge.protocol.gotime import GoTime
 from bridge.protocol.kombu_envelope import decode_envelope
@@ -95,7 +95,7 @@ class Translator:
         publishes them; on Redis the bytes and the ETA are enough, and a batch's Signatures
         freed as soon as they are written cost less)."""
         self.quick = True
-        """Plain calls translated by ``bridge.migrate.quick`` (the same bytes in a fraction
+        """Plain calls translated by ``bridge.protocol.celery_quick`` (the same bytes in a fraction
         of the time; not where Signatures are kept or a schema types the task's args)."""
 
     def wants(self, name: str) -> bool:
@@ -201,13 +201,12 @@ class Translator:
         quick = quick_signature(raw, self.queue, self.accept)
         if quick is None:
             return None
-        name, task_id, body = quick
         schema = self.types.schema
-        if schema is not None and name in schema.tasks:
+        if schema is not None and quick.name in schema.tasks:
             return None
-        if not self.wants(name):
-            return Translated(name, task_id, wanted=False)
-        return Translated(name, task_id, body=body)
+        if not self.wants(quick.name):
+            return Translated(quick.name, quick.id, wanted=False)
+        return Translated(quick.name, quick.id, body=quick.body)
 
     def _encode_signature(self, out: Translated, sig: Signature) -> None:
         out.body = sig.to_json()

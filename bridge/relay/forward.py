@@ -29,6 +29,8 @@ from typing import Any, cast
 from bridge.backends.base import Backend, new_state
 from bridge.backends.celery_redis import CeleryRedisBackend, TaskMeta, go_error
 from bridge.brokers.base import Broker, CeleryBroker, Delivery
+from bridge.brokers.celery_redis import CeleryRedisBroker
+from bridge.brokers.redis import RedisBroker
 from bridge.endpoints import Endpoint
 from bridge.errors import (
     ArgTranslationError,
@@ -40,6 +42,7 @@ from bridge.errors import (
 )
 from bridge.protocol.celery import CeleryTask, decode_task
 from bridge.protocol.celery_canvas import CeleryTranslationError, to_signature
+from bridge.protocol.celery_quick import quick_signature
 from bridge.protocol.machinery import PENDING, Signature, TaskState
 from bridge.relay.track import (
     CHORD,
@@ -88,6 +91,9 @@ class CeleryToMachinery(Side):
         self.target_queue = queue
         self._typer = SchemaOrInference(options.schema)
         self._chords: dict[str, _Chord] = {}
+        self._quick_ok = type(broker) is RedisBroker and isinstance(source, CeleryRedisBroker)
+        """Plain calls are translated the quick way where the Signature is published as
+        encoded (machinery's Redis layout) and the Celery message is a kombu Redis envelope."""
 
     @classmethod
     def open(cls, source: Endpoint, target: Endpoint, options: RelayOptions,
@@ -108,6 +114,14 @@ class CeleryToMachinery(Side):
         sent: dict[str, tuple[Delivery, CeleryTask]] = {}
         now = datetime.now(UTC)
         for delivery in deliveries:
+            quick = self._quick(delivery)
+            if quick is not None:
+                plain, call = quick
+                sigs.append(plain)
+                sent[plain.uuid] = (delivery, call)
+                tracked += self._track(plain, call)
+                acks.append(delivery)
+                continue
             ctask = self._decode(delivery, metas, parks)
             if ctask is None:
                 continue
@@ -143,6 +157,20 @@ class CeleryToMachinery(Side):
         self._park(parks)
         self.stats["relayed"] += len(sigs) - len(refused_states)
         return acks
+
+    def _quick(self, delivery: Delivery) -> tuple[Signature, CeleryTask] | None:
+        """A plain call that needs no expiry, chord or schema check, translated the quick
+        way (bridge.protocol.celery_quick: the same Signature), with the CeleryTask its
+        tracking and refusal read (name, id, headers); else None."""
+        if not self._quick_ok:
+            return None
+        quick = quick_signature(delivery.body, self.target_queue, self.options.accept)
+        if quick is None or quick.headers.get("expires") is not None:
+            return None
+        schema = self.options.schema
+        if schema is not None and quick.name in schema.tasks:
+            return None
+        return quick.signature(), CeleryTask(quick.name, quick.id, headers=quick.headers)
 
     def _decode(self, delivery: Delivery, metas: list[TaskMeta],
                 parks: list[tuple[Delivery, str]]) -> CeleryTask | None:

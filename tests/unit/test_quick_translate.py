@@ -1,6 +1,6 @@
 """The quick translations of ``mbridge migrate`` equal the exact path: Celery's own captured
 messages, Go's Signatures, generated calls and mutations of them give the same machinery
-bytes or Celery message (or the same reason) whether ``bridge.migrate.quick`` takes them or
+bytes or Celery message (or the same reason) whether ``bridge.protocol.celery_quick`` takes them or
 the exact codecs do, both ways; and the common messages do take the quick path."""
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge.migrate.quick import quick_message, quick_signature
 from bridge.migrate.translate import Translated, Translator
 from bridge.protocol.celery import encode_task, new_task
+from bridge.protocol.celery_quick import quick_message, quick_signature
 from bridge.protocol.kombu_envelope import to_envelope
 from bridge.protocol.machinery import Signature
 from bridge.schema import TaskSchema, TaskTypes

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -93,9 +94,46 @@ _EMBED = list(EMBED_KEYS)
 _MAX_BRACKETS = MAX_HEADER_DEPTH
 
 
-def quick_signature(raw: bytes, queue: str, accept: tuple[str, ...]
-                    ) -> tuple[str, str, bytes] | None:
-    """``(task name, task id, Signature JSON)`` for a plain Celery envelope, else None."""
+class EncodedSignature(Signature):
+    """A Signature whose Go JSON was written as it was read: ``to_json`` gives those bytes.
+    Not to be changed once made (a broker that rewrites a field before encoding, as the AMQP
+    one does with RoutingKey, must not be given one)."""
+
+    __slots__ = ("encoded",)
+    encoded: bytes
+
+    def to_json(self) -> bytes:
+        return self.encoded
+
+
+@dataclass(frozen=True, slots=True)
+class QuickCall:
+    """A plain Celery call read the quick way, and its machinery Signature's JSON."""
+
+    name: str
+    id: str
+    headers: dict[str, Any]
+    """The Celery headers (``task`` and ``id`` included)."""
+    body: bytes
+    """The Signature's JSON, as ``to_signature(...).to_json()`` writes it."""
+    wire: _Signature
+    values: list[Any]
+    """The call's values (args, then kwargs), as the Signature's Args hold them."""
+
+    def signature(self) -> EncodedSignature:
+        """The Signature itself (its ``to_json`` gives :attr:`body`)."""
+        wire = self.wire
+        sig = EncodedSignature(
+            uuid=wire.UUID, name=wire.Name, routing_key=wire.RoutingKey,
+            group_uuid=wire.GroupUUID, priority=wire.Priority, headers=wire.Headers,
+            args=[Arg(a.Name, a.Type, value) for a, value in zip(wire.Args, self.values,
+                                                                 strict=True)])
+        sig.encoded = self.body
+        return sig
+
+
+def quick_signature(raw: bytes, queue: str, accept: tuple[str, ...]) -> QuickCall | None:
+    """The machinery Signature (RoutingKey ``queue``) of a plain Celery envelope, else None."""
     if (len(raw) > DEFAULT_MAX_SIZE or b"\\" in raw or b"__type__" in raw
             or raw.count(b"{") + raw.count(b"[") > _MAX_BRACKETS):
         return None
@@ -133,6 +171,7 @@ def quick_signature(raw: bytes, queue: str, accept: tuple[str, ...]
     if (type(args) is not list or type(kwargs) is not dict or type(embed) is not dict
             or list(embed) != _EMBED or any(v is not None for v in embed.values())):
         return None
+    values = [*args, *kwargs.values()]
     typed = [_typed("", value) for value in args]
     typed += [_typed(key, value) for key, value in kwargs.items()]
     if None in typed:
@@ -160,7 +199,9 @@ def quick_signature(raw: bytes, queue: str, accept: tuple[str, ...]
         out = _write(signature)
     except (TypeError, ValueError, OverflowError, RecursionError):  # a lone surrogate...
         return None
-    return (name, task_id, out) if gojson.written_as_go(out) else None
+    if not gojson.written_as_go(out):
+        return None
+    return QuickCall(name, task_id, headers, out, signature, values)
 
 
 def _typed(name: str, value: Any) -> _Arg | None:
@@ -237,4 +278,4 @@ def _value(arg: Arg) -> Any:
     return python_value(arg)
 
 
-__all__ = ["quick_message", "quick_signature"]
+__all__ = ["EncodedSignature", "QuickCall", "quick_message", "quick_signature"]
