@@ -33,9 +33,9 @@ from kombu.utils.json import loads as kombu_json_loads
 from bridge.errors import DecodeError, EncodeError
 from bridge.protocol.celery_message import CeleryMessage
 from bridge.protocol.kombu_envelope import (
-    KOMBU_JSON_ENCODE,
     MAX_HEADER_DEPTH,
     MAY_HOLD_MARKERS,
+    WRITE_MESSAGE_JSON,
     depth_over,
     kombu_json_plain,
 )
@@ -463,7 +463,7 @@ def serialize(payload: Any, serializer: str) -> tuple[str, str, str | bytes]:
     indirection and a new encoder per call."""
     codec = serialization.registry._encoders.get(serializer)
     if serializer == "json" and codec is not None and codec[2] is kombu_json_dumps:
-        return codec[0], codec[1], KOMBU_JSON_ENCODE(payload)
+        return codec[0], codec[1], WRITE_MESSAGE_JSON(payload)
     return serialization.dumps(payload, serializer=serializer)  # type: ignore[no-any-return]
 
 

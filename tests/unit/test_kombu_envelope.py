@@ -22,12 +22,14 @@ from bridge.protocol.celery_message import CeleryMessage
 from bridge.protocol.kombu_envelope import (
     MAX_HEADER_DEPTH,
     MAY_HOLD_MARKERS,
+    WRITE_MESSAGE_JSON,
     decode_envelope,
     depth_over,
     from_envelope,
     kombu_json_plain,
     load_kombu_json,
     mark_redelivered,
+    new_delivery_tag,
     to_envelope,
 )
 from tests.unit.test_fast_paths import identical
@@ -261,3 +263,42 @@ def test_quick_plain_values_are_json_s_to_the_bit(value: Any) -> None:
     quick = kombu_json_plain(text)
     if quick is not MAY_HOLD_MARKERS:  # a text with a \u escape: kombu's own reader
         assert identical(quick, json.loads(text))
+
+
+# --------------------------------------------------------------------------- message writer
+
+_kombu_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**80), 2**80) | st.floats()
+    | st.text(max_size=8) | st.binary(max_size=6) | st.uuids() | st.decimals(places=3)
+    | st.datetimes(timezones=st.none() | st.just(UTC)),
+    lambda inner: st.lists(inner, max_size=3) | st.tuples(inner, inner)
+    | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    max_leaves=10)
+
+
+@settings(max_examples=400)
+@given(_kombu_values)
+def test_the_message_writer_writes_what_kombu_dumps_writes(value: Any) -> None:
+    assert WRITE_MESSAGE_JSON(value) == kombu_dumps(value)
+
+
+def test_the_message_writer_refuses_what_kombu_refuses() -> None:
+    for bad in (object(), {1j: 1}, [set()]):
+        with pytest.raises(TypeError):
+            kombu_dumps(bad)
+        with pytest.raises(TypeError):
+            WRITE_MESSAGE_JSON(bad)
+    cycle: list[Any] = []
+    cycle.append(cycle)
+    with pytest.raises(RecursionError):
+        WRITE_MESSAGE_JSON(cycle)
+
+
+def test_delivery_tags_are_random_version_4_uuids() -> None:
+    tags = {new_delivery_tag() for _ in range(2000)}
+    assert len(tags) == 2000
+    for tag in tags:
+        parsed = uuid.UUID(tag)
+        assert str(parsed) == tag and parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
+    assert {tag[19] for tag in tags} == set("89ab")
