@@ -91,6 +91,8 @@ _read_envelope = msgspec.json.Decoder(_Envelope, float_hook=_no_floats).decode
 _read_body = msgspec.json.Decoder().decode
 _write = msgspec.json.Encoder(order="deterministic").encode
 _EMBED = list(EMBED_KEYS)
+_NO_EMBED = dict.fromkeys(EMBED_KEYS)
+"""Celery's embed of a call with no canvas (in this key order)."""
 _MAX_BRACKETS = MAX_HEADER_DEPTH
 
 
@@ -169,7 +171,7 @@ def quick_signature(raw: bytes, queue: str, accept: tuple[str, ...]) -> QuickCal
         return None
     args, kwargs, embed = payload
     if (type(args) is not list or type(kwargs) is not dict or type(embed) is not dict
-            or list(embed) != _EMBED or any(v is not None for v in embed.values())):
+            or embed != _NO_EMBED or list(embed) != _EMBED):
         return None
     values = [*args, *kwargs.values()]
     typed = [_typed("", value) for value in args]
@@ -221,7 +223,6 @@ def _typed(name: str, value: Any) -> _Arg | None:
     return None
 
 
-_NO_EMBED = dict.fromkeys(EMBED_KEYS)
 _AS_IS = frozenset({("int64", int), ("string", str), ("bool", bool)})
 
 
