@@ -122,15 +122,17 @@ class QuickCall:
     values: list[Any]
     """The call's values (args, then kwargs), as the Signature's Args hold them."""
 
-    def signature(self) -> EncodedSignature:
-        """The Signature itself (its ``to_json`` gives :attr:`body`)."""
+    def signature(self, *, encoded: bool = True) -> Signature:
+        """The Signature itself, ``to_signature``'s: an :class:`EncodedSignature` whose
+        ``to_json`` gives :attr:`body` (``encoded``), else a plain one."""
         wire = self.wire
-        sig = EncodedSignature(
+        sig = (EncodedSignature if encoded else Signature)(
             uuid=wire.UUID, name=wire.Name, routing_key=wire.RoutingKey,
             group_uuid=wire.GroupUUID, priority=wire.Priority, headers=wire.Headers,
             args=[Arg(a.Name, a.Type, value) for a, value in zip(wire.Args, self.values,
                                                                  strict=True)])
-        sig.encoded = self.body
+        if isinstance(sig, EncodedSignature):
+            sig.encoded = self.body
         return sig
 
 
@@ -184,9 +186,10 @@ def quick_signature(raw: bytes, queue: str, accept: tuple[str, ...]) -> QuickCal
     for key in BOOKKEEPING:
         properties.pop(key, None)
     celery: dict[str, Any] = {"headers": rest, "properties": properties, "protocol": 2,
-                              "serializer": "json", "embed": {}, "fields": {}}
-    if kwargs:
+                              "serializer": "json"}
+    if kwargs:  # to_signature's order (the JSON's is sorted; the Signature's is this)
         celery["kwargs"] = list(kwargs)
+    celery["embed"], celery["fields"] = {}, {}
     custom = {} if headers.keys() <= RESERVED_HEADERS else {
         k: v for k, v in headers.items() if k not in RESERVED_HEADERS}
     group = headers.get("group") or headers.get("taskset")

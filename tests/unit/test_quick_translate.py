@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import dataclasses
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,11 +18,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bridge.migrate.translate import Translated, Translator
-from bridge.protocol.celery import encode_task, new_task
+from bridge.protocol.celery import decode_task, encode_task, new_task
+from bridge.protocol.celery_canvas import to_signature
 from bridge.protocol.celery_quick import quick_message, quick_signature
-from bridge.protocol.kombu_envelope import to_envelope
+from bridge.protocol.kombu_envelope import decode_envelope, to_envelope
 from bridge.protocol.machinery import Signature
 from bridge.schema import TaskSchema, TaskTypes
+from tests.unit.test_fast_paths import identical
 
 GOLDEN = Path(__file__).resolve().parents[2] / "compat_fixtures" / "celery"
 ENVELOPES = [line.encode() for path in sorted(GOLDEN.glob("*.jsonl"))
@@ -92,6 +95,39 @@ def test_a_plain_call_takes_the_quick_path() -> None:
 ], ids=lambda raw: raw[-60:].decode(errors="replace"))
 def test_edge_calls_translate_the_same(raw: bytes) -> None:
     assert_same(raw)
+
+
+def _fields(sig: Signature | None) -> Any:
+    assert sig is not None
+    return [getattr(sig, f.name) for f in dataclasses.fields(sig)]
+
+
+def test_kept_signatures_are_the_exact_ones() -> None:
+    translator = Translator("celery", "machinery", "machinery_tasks")
+    translator.keep_signatures = True  # a RabbitMQ sink publishes the Signatures themselves
+    taken = 0
+    for raw in [*ENVELOPES, envelope([1, "x", 2.5, False], {"k": -3})]:
+        quick, exact = both(raw, translator)
+        assert quick.body == exact.body and quick.reason == exact.reason
+        if exact.signature is None:
+            assert quick.signature is None
+            continue
+        assert type(quick.signature) is Signature  # not the encoded kind: brokers may edit it
+        assert identical(_fields(quick.signature), _fields(exact.signature))
+        taken += quick_signature(raw, "machinery_tasks", ACCEPT) is not None
+    assert taken > 1
+
+
+def test_the_quick_signature_is_to_signatures() -> None:
+    for raw in ENVELOPES:
+        quick = quick_signature(raw, "machinery_tasks", ACCEPT)
+        if quick is None:
+            continue
+        sig = quick.signature()
+        task = decode_task(decode_envelope(raw).message)
+        exact = to_signature(task, queue="machinery_tasks", strict=True)
+        assert sig.to_json() == quick.body == exact.to_json()
+        assert identical(_fields(sig), _fields(exact))
 
 
 def test_a_schema_entry_is_typed_the_exact_way() -> None:
