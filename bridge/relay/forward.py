@@ -91,9 +91,11 @@ class CeleryToMachinery(Side):
         self.target_queue = queue
         self._typer = SchemaOrInference(options.schema)
         self._chords: dict[str, _Chord] = {}
-        self._quick_ok = type(broker) is RedisBroker and isinstance(source, CeleryRedisBroker)
+        self._quick_ok = (type(broker) is RedisBroker and isinstance(source, CeleryRedisBroker)
+                          and bool(queue))
         """Plain calls are translated the quick way where the Signature is published as
-        encoded (machinery's Redis layout) and the Celery message is a kombu Redis envelope."""
+        encoded (machinery's Redis layout, to a named queue: the broker changes nothing
+        before it writes it) and the Celery message is a kombu Redis envelope."""
 
     @classmethod
     def open(cls, source: Endpoint, target: Endpoint, options: RelayOptions,
