@@ -252,8 +252,8 @@ def quick_message(sig: Signature) -> CeleryMessage | None:
         return None
     items = sig.args or []
     split = len(items) - len(names)
-    if split < 0 or not all(type(name) is str for name in names):
-        return None
+    if split < 0 or None in items or not all(type(name) is str for name in names):
+        return None  # a null Arg: the exact path names its error
     args = [_value(arg) for arg in items[:split]]
     by_name = {arg.name: arg for arg in items[split:]}
     kwargs = {name: _value(by_name[name]) for name in names if name in by_name}

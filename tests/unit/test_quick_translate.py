@@ -19,10 +19,10 @@ from hypothesis import strategies as st
 
 from bridge.migrate.translate import Translated, Translator
 from bridge.protocol.celery import decode_task, encode_task, new_task
-from bridge.protocol.celery_canvas import to_signature
+from bridge.protocol.celery_canvas import from_signature, to_signature
 from bridge.protocol.celery_quick import quick_message, quick_signature
 from bridge.protocol.kombu_envelope import decode_envelope, to_envelope
-from bridge.protocol.machinery import Signature
+from bridge.protocol.machinery import Arg, Signature
 from bridge.schema import TaskSchema, TaskTypes
 from tests.unit.test_fast_paths import identical
 
@@ -336,12 +336,22 @@ def _signature_mutations() -> list[bytes]:
     emit(lambda sig: setattr(sig.args[0], "value", 2**70))
     emit(lambda sig: setattr(sig.args[1], "type", "[]string"))
     emit(lambda sig: setattr(sig.args[-1], "name", "other"))
+    emit(lambda sig: sig.args.insert(1, Arg()))  # Go's reading of a null Arg
     return out
 
 
 @pytest.mark.parametrize("raw", _signature_mutations())
 def test_mutated_signatures_come_back_the_same(raw: bytes) -> None:
     assert_same_back(raw)
+
+
+def test_a_signature_built_with_a_null_arg_goes_the_exact_way() -> None:
+    sig = Signature.from_json(_signature_mutations()[0])
+    assert quick_message(sig) is not None
+    sig.args = [None, *(sig.args or [])]  # type: ignore[list-item]  # built, never read
+    assert quick_message(sig) is None
+    with pytest.raises(AttributeError):  # what the exact path meets, and names
+        encode_task(from_signature(sig))
 
 
 def test_a_plain_signature_takes_the_quick_path_back() -> None:
