@@ -91,18 +91,23 @@ def _message_writer() -> Callable[[Any], str]:
     circular references (a cycle still fails: RecursionError). Where Python has no C
     encoder, KOMBU_JSON_ENCODE itself."""
     make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None:
-        return KOMBU_JSON_ENCODE
     kept = KombuJSONEncoder()
-    chunks = make(None, kept.default, json.encoder.encode_basestring_ascii, None,
-                  kept.key_separator, kept.item_separator, False, False, True)
+    try:  # the arguments JSONEncoder.iterencode gives it, circular check off
+        chunks = make(None, kept.default, json.encoder.encode_basestring_ascii, kept.indent,
+                      kept.key_separator, kept.item_separator, kept.sort_keys,
+                      kept.skipkeys, kept.allow_nan)  # type: ignore[misc]
 
-    def write(value: Any) -> str:
-        if type(value) is str:
-            return KOMBU_JSON_ENCODE(value)
-        return "".join(chunks(value, 0))
+        def write(value: Any) -> str:
+            if type(value) is str:
+                return KOMBU_JSON_ENCODE(value)
+            return "".join(chunks(value, 0))
 
-    return write
+        sample = {"a": [1, 2.5, None, True, "é<"], "b": {"c": ""}}
+        if write(sample) == KOMBU_JSON_ENCODE(sample):
+            return write
+    except TypeError:  # no C encoder, or one that takes other arguments
+        pass
+    return KOMBU_JSON_ENCODE
 
 
 WRITE_MESSAGE_JSON: Callable[[Any], str] = _message_writer()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import json.encoder
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -18,8 +19,10 @@ from kombu.utils.json import dumps as kombu_dumps
 from kombu.utils.json import loads as kombu_loads
 
 from bridge.errors import DecodeError
+from bridge.protocol import kombu_envelope as envelope_module
 from bridge.protocol.celery_message import CeleryMessage
 from bridge.protocol.kombu_envelope import (
+    KOMBU_JSON_ENCODE,
     MAX_HEADER_DEPTH,
     MAY_HOLD_MARKERS,
     WRITE_MESSAGE_JSON,
@@ -292,6 +295,14 @@ def test_the_message_writer_refuses_what_kombu_refuses() -> None:
     cycle.append(cycle)
     with pytest.raises(RecursionError):
         WRITE_MESSAGE_JSON(cycle)
+
+
+def test_without_the_c_encoder_the_writer_is_kombus(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert WRITE_MESSAGE_JSON is not KOMBU_JSON_ENCODE  # this Python has one
+    monkeypatch.setattr(json.encoder, "c_make_encoder", None)
+    assert envelope_module._message_writer() is KOMBU_JSON_ENCODE
+    monkeypatch.setattr(json.encoder, "c_make_encoder", lambda *args: None)  # other arguments
+    assert envelope_module._message_writer() is KOMBU_JSON_ENCODE
 
 
 def test_delivery_tags_are_random_version_4_uuids() -> None:
