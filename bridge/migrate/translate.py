@@ -196,11 +196,8 @@ class Translator:
         return out
 
     def _quick(self, raw: bytes) -> Translated | None:
-        quick = quick_signature(raw, self.queue, self.accept)
+        quick = quick_signature(raw, self.queue, self.accept, self.types.schema)
         if quick is None:
-            return None
-        schema = self.types.schema
-        if schema is not None and quick.name in schema.tasks:
             return None
         if not self.wants(quick.name):
             return Translated(quick.name, quick.id, wanted=False)

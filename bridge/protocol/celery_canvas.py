@@ -95,7 +95,8 @@ def _apply_fields(sig: Signature, fields: Any) -> None:
             setattr(sig, attr, value)
 
 
-def _int_priority(value: Any) -> int | None:
+def int_priority(value: Any) -> int | None:
+    """A Celery priority machinery can carry (an int 0..255), else None."""
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 255:
         return value
     return None
@@ -166,7 +167,7 @@ def _embedded(d: Any, where: str, types: ArgTyper | None, strict: bool,
     if isinstance(options.get("queue"), str):
         sig.routing_key = options["queue"]
         translated.append("queue")
-    if _int_priority(options.get("priority")) is not None:
+    if int_priority(options.get("priority")) is not None:
         sig.priority = options["priority"]
         translated.append("priority")
     for key, attr, what in (("link", "on_success", "in a callback (link)"),
@@ -204,7 +205,7 @@ def _restore_embedded(d: dict[str, Any], args: list[Any], options: dict[str, Any
     """A Signature that came from machinery (``from_signature``) back as it was."""
     sig = Signature(name=d["task"], uuid=str(options.get("task_id", "")),
                     routing_key=str(options.get("queue", "")),
-                    priority=_int_priority(options.get("priority")) or 0,
+                    priority=int_priority(options.get("priority")) or 0,
                     immutable=d.get("immutable") is True)
     custom = {k: v for k, v in options["headers"].items() if k != "machinery"}
     _restore_machinery(sig, args, custom, machinery, eta=None)
@@ -267,7 +268,7 @@ def to_signature(task: CeleryTask, *, types: ArgTyper | None = None, queue: str 
         return _machinery_origin(task, machinery, types, queue, group_task_count, strict)
     sig = Signature(uuid=task.id, name=task.name, routing_key=queue,
                     group_uuid=task.group or "", group_task_count=group_task_count,
-                    priority=_int_priority(task.properties.get("priority")) or 0)
+                    priority=int_priority(task.properties.get("priority")) or 0)
     try:
         eta = task.eta
     except BridgeError as exc:
@@ -302,10 +303,16 @@ def to_signature(task: CeleryTask, *, types: ArgTyper | None = None, queue: str 
     celery["embed"] = embed
     _apply_fields(sig, machinery)
     celery["fields"] = _fields(sig)
-    custom = {} if task.headers.keys() <= RESERVED_HEADERS else {
-        k: v for k, v in task.headers.items() if k not in RESERVED_HEADERS}
-    sig.headers = {**custom, "celery": celery}
+    sig.headers = {**custom_headers(task.headers), "celery": celery}
     return sig
+
+
+def custom_headers(headers: Mapping[str, Any]) -> dict[str, Any]:
+    """A Celery message's custom headers (what to_signature writes as machinery headers of
+    their own, beside the ``celery`` one)."""
+    if headers.keys() <= RESERVED_HEADERS:
+        return {}
+    return {k: v for k, v in headers.items() if k not in RESERVED_HEADERS}
 
 
 def _machinery_origin(task: CeleryTask, machinery: dict[str, Any], types: ArgTyper | None,
@@ -313,8 +320,8 @@ def _machinery_origin(task: CeleryTask, machinery: dict[str, Any], types: ArgTyp
     sig = Signature(uuid=task.id, name=task.name,
                     routing_key=queue or str(machinery.get("RoutingKey", "")),
                     group_uuid=task.group or "",
-                    priority=_int_priority(task.properties.get("priority")) or 0)
-    custom = {k: v for k, v in task.headers.items() if k not in RESERVED_HEADERS}
+                    priority=int_priority(task.properties.get("priority")) or 0)
+    custom = custom_headers(task.headers)
     _restore_machinery(sig, task.args, custom, machinery, eta=task.eta)
     if machinery.get("UUID") == "":
         sig.uuid = ""
@@ -422,7 +429,7 @@ def from_signature(sig: Signature, *, group_index: int | None = None) -> CeleryT
     args, kwargs = _untype_call(sig.args, celery)
     headers = dict(celery["headers"])
     properties = dict(celery.get("properties") or {})
-    if sig.priority != (_int_priority(properties.get("priority")) or 0):
+    if sig.priority != (int_priority(properties.get("priority")) or 0):
         properties["priority"] = sig.priority
     if group_index is not None:
         headers["group_index"] = group_index
@@ -486,5 +493,5 @@ def _from_machinery(sig: Signature, group_index: int | None) -> CeleryTask:
     )
 
 
-__all__ = ["RESERVED_HEADERS", "SIG_KEYS", "CeleryTranslationError", "from_signature",
-           "parse_iso", "python_value", "to_signature"]
+__all__ = ["RESERVED_HEADERS", "SIG_KEYS", "CeleryTranslationError", "custom_headers",
+           "from_signature", "int_priority", "parse_iso", "python_value", "to_signature"]

@@ -33,11 +33,12 @@ from bridge.protocol.celery import (
     in_default_order,
     serialize,
 )
-from bridge.protocol.celery_canvas import RESERVED_HEADERS, python_value
+from bridge.protocol.celery_canvas import custom_headers, int_priority, python_value
 from bridge.protocol.celery_message import CeleryMessage
 from bridge.protocol.gostruct import INT64_MAX, INT64_MIN
 from bridge.protocol.kombu_envelope import BOOKKEEPING, DEFAULT_MAX_SIZE, MAX_HEADER_DEPTH
 from bridge.protocol.machinery import Arg, Signature
+from bridge.schema import TaskSchema
 
 
 class _Envelope(msgspec.Struct):
@@ -136,8 +137,10 @@ class QuickCall:
         return sig
 
 
-def quick_signature(raw: bytes, queue: str, accept: tuple[str, ...]) -> QuickCall | None:
-    """The machinery Signature (RoutingKey ``queue``) of a plain Celery envelope, else None."""
+def quick_signature(raw: bytes, queue: str, accept: tuple[str, ...],
+                    schema: TaskSchema | None = None) -> QuickCall | None:
+    """The machinery Signature (RoutingKey ``queue``) of a plain Celery envelope, else None
+    (also for a task ``schema`` types: the exact path types its args)."""
     if (len(raw) > DEFAULT_MAX_SIZE or b"\\" in raw or b"__type__" in raw
             or raw.count(b"{") + raw.count(b"[") > _MAX_BRACKETS):
         return None
@@ -156,6 +159,7 @@ def quick_signature(raw: bytes, queue: str, accept: tuple[str, ...]) -> QuickCal
         return None
     name, task_id = headers["task"], headers["id"]
     if (type(name) is not str or not name or type(task_id) is not str or not task_id
+            or (schema is not None and name in schema.tasks)
             or "compression" in headers or "machinery" in headers
             or headers.get("eta") is not None):
         return None
@@ -190,16 +194,13 @@ def quick_signature(raw: bytes, queue: str, accept: tuple[str, ...]) -> QuickCal
     if kwargs:  # to_signature's order (the JSON's is sorted; the Signature's is this)
         celery["kwargs"] = list(kwargs)
     celery["embed"], celery["fields"] = {}, {}
-    custom = {} if headers.keys() <= RESERVED_HEADERS else {
-        k: v for k, v in headers.items() if k not in RESERVED_HEADERS}
-    group = headers.get("group") or headers.get("taskset")
-    priority = props.get("priority")
+    group = headers.get("group") or headers.get("taskset")  # CeleryTask.group's reading
     signature = _Signature(
         UUID=task_id, Name=name, RoutingKey=queue,
         GroupUUID=group if type(group) is str and group else "",
         Args=typed,  # type: ignore[arg-type]  # no None: checked above
-        Headers={**custom, "celery": celery},
-        Priority=priority if type(priority) is int and 0 <= priority <= 255 else 0)
+        Headers={**custom_headers(headers), "celery": celery},
+        Priority=int_priority(props.get("priority")) or 0)
     try:
         out = _write(signature)
     except (TypeError, ValueError, OverflowError, RecursionError):  # a lone surrogate...
@@ -224,9 +225,6 @@ def _typed(name: str, value: Any) -> _Arg | None:
         except ValueError:  # NaN or Inf: Go cannot write them; the exact path says so
             return None
     return None
-
-
-_AS_IS = frozenset({("int64", int), ("string", str), ("bool", bool)})
 
 
 def quick_message(sig: Signature) -> CeleryMessage | None:
@@ -254,17 +252,16 @@ def quick_message(sig: Signature) -> CeleryMessage | None:
     split = len(items) - len(names)
     if split < 0 or None in items or not all(type(name) is str for name in names):
         return None  # a null Arg: the exact path names its error
-    args = [_value(arg) for arg in items[:split]]
+    args = [python_value(arg) for arg in items[:split]]
     by_name = {arg.name: arg for arg in items[split:]}
-    kwargs = {name: _value(by_name[name]) for name in names if name in by_name}
+    kwargs = {name: python_value(by_name[name]) for name in names if name in by_name}
     if next(iter(celery_headers), None) == "lang":
         headers = {"lang": celery_headers["lang"], "task": sig.name, "id": sig.uuid}
     else:
         headers = {"task": sig.name, "id": sig.uuid}
     headers.update(celery_headers)
     properties = properties.copy()
-    priority = properties.get("priority")
-    if sig.priority != (priority if type(priority) is int and 0 <= priority <= 255 else 0):
+    if sig.priority != (int_priority(properties.get("priority")) or 0):
         properties["priority"] = sig.priority
     try:
         content_type, encoding, body = serialize([args, kwargs, _NO_EMBED.copy()], "json")
@@ -273,13 +270,6 @@ def quick_message(sig: Signature) -> CeleryMessage | None:
     return CeleryMessage(body=body.encode(encoding) if isinstance(body, str) else body,
                          content_type=content_type, content_encoding=encoding,
                          headers=headers, properties=properties)
-
-
-def _value(arg: Arg) -> Any:
-    value = arg.value
-    if (arg.type, type(value)) in _AS_IS:
-        return value
-    return python_value(arg)
 
 
 __all__ = ["EncodedSignature", "QuickCall", "quick_message", "quick_signature"]

@@ -166,11 +166,9 @@ class CeleryToMachinery(Side):
         tracking and refusal read (name, id, headers); else None."""
         if not self._quick_ok:
             return None
-        quick = quick_signature(delivery.body, self.target_queue, self.options.accept)
+        quick = quick_signature(delivery.body, self.target_queue, self.options.accept,
+                                self.options.schema)
         if quick is None or quick.headers.get("expires") is not None:
-            return None
-        schema = self.options.schema
-        if schema is not None and quick.name in schema.tasks:
             return None
         return quick.signature(), CeleryTask(quick.name, quick.id, headers=quick.headers)
 

@@ -111,8 +111,8 @@ def test_the_quick_relay_leaves_redis_as_the_exact_one(private_redis_url: str) -
     for envelopes, plain in ((ENVELOPES, None), (calls, len(calls)),
                              ([*calls[:5], *ENVELOPES[:20]], None)):
         quick, taken = relay_all(private_redis_url, envelopes, quick=True)
-        exact, none = relay_all(private_redis_url, envelopes, quick=False)
-        assert none == 0 and 0 < taken <= len(envelopes)
+        exact, _ = relay_all(private_redis_url, envelopes, quick=False)
+        assert 0 < taken <= len(envelopes)
         if plain is not None:
             assert taken == plain
         assert_same(quick, exact)
@@ -152,8 +152,8 @@ def test_the_quick_relay_back_leaves_redis_as_the_exact_one(
         private_redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     bodies = signatures()
     quick, taken = relay_back(private_redis_url, bodies, True, monkeypatch)
-    exact, none = relay_back(private_redis_url, bodies, False, monkeypatch)
-    assert none == 0 and taken >= len(plain_calls())
+    exact, _ = relay_back(private_redis_url, bodies, False, monkeypatch)
+    assert taken >= len(plain_calls())
     assert_same(quick, exact)
 
 
