@@ -28,6 +28,7 @@ from itertools import islice
 from bridge.brokers.base import Delivery
 from bridge.config import ConfigError
 from bridge.endpoints import Endpoint
+from bridge.heap import collector_paused
 from bridge.outage import Outage
 from bridge.relay.forward import CeleryToMachinery
 from bridge.relay.reverse import MachineryToCelery
@@ -135,12 +136,13 @@ class Relay:
                     log.info("relaying %s (%d results in flight, bookkeeping %s)",
                              self.side.queue, self.inflight.load(), self.inflight.key)
                     loaded = True
-                self._turn(schedule.next_at)
-                began = time.monotonic()
-                limit = schedule.due(began, len(self.inflight))
-                if limit is not None:
-                    ended_tasks = self.carry(limit)
-                    schedule.read(limit, began, time.monotonic(), ended_tasks)
+                with collector_paused():  # a turn's objects die together (bridge.heap)
+                    self._turn(schedule.next_at)
+                    began = time.monotonic()
+                    limit = schedule.due(began, len(self.inflight))
+                    if limit is not None:
+                        ended_tasks = self.carry(limit)
+                        schedule.read(limit, began, time.monotonic(), ended_tasks)
             except Exception as exc:  # said once per outage; the turn is tried again
                 self.signals.pause(outage.failed(exc))
                 continue
