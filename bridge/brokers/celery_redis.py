@@ -144,6 +144,9 @@ class CeleryRedisBroker(CeleryBroker):
         self._bound: set[str] = set()
         self._lock = threading.Lock()
         self._next = {"delayed": 0.0, "staged": 0.0, "restore": 0.0}
+        self.decode_on_fetch = True
+        """False: fetched deliveries carry no ``message`` until :meth:`decode` reads it (a
+        consumer that reads the raw envelope first, as the relay's quick path does)."""
 
     @classmethod
     def from_url(cls, url: str, redis_config: RedisConfig | None = None,
@@ -277,21 +280,37 @@ class CeleryRedisBroker(CeleryBroker):
         out = []
         for raw, tag_bytes in items:
             tag = tag_bytes.decode("utf-8", "replace")  # as the take recorded it in unacked
-            try:
-                env = decode_envelope(raw, max_size=self.max_message_bytes)
-            except DecodeError as exc:  # valid for the Lua check, not for kombu's reader
-                self._park(Delivery(raw, queue, tag), str(exc))
+            fetched = Delivery(raw, queue, tag)
+            delivery = self._decoded(fetched) if self.decode_on_fetch else fetched
+            if delivery is None:
                 continue
-            if env.delivery_tag != tag:  # the take read it from the envelope's end
-                self._park(Delivery(raw, queue, tag),
-                           f"properties.delivery_tag {env.delivery_tag!r} is not the tag at "
-                           "the envelope's end (kombu writes properties last)")
-                continue
-            delivery = Delivery(raw, queue, env.delivery_tag, env.message)
-            self._held.pop(env.delivery_tag, None)  # a restored one: newest position
-            self._held[env.delivery_tag] = delivery
+            self._held.pop(tag, None)  # a restored one: newest position
+            self._held[tag] = delivery
             out.append(delivery)
         return out
+
+    def decode(self, delivery: Delivery) -> Delivery | None:
+        """A delivery fetched undecoded (``decode_on_fetch`` False) with its kombu message;
+        None when it is not a kombu envelope of its tag: then it is parked, as a fetch
+        that decodes parks it."""
+        decoded = self._decoded(delivery)
+        if decoded is None:
+            self._held.pop(delivery.tag, None)
+        else:
+            self._held[delivery.tag] = decoded
+        return decoded
+
+    def _decoded(self, delivery: Delivery) -> Delivery | None:
+        try:
+            env = decode_envelope(delivery.body, max_size=self.max_message_bytes)
+        except DecodeError as exc:  # valid for the Lua check, not for kombu's reader
+            self._park(delivery, str(exc))
+            return None
+        if env.delivery_tag != delivery.tag:  # the take read it from the envelope's end
+            self._park(delivery, f"properties.delivery_tag {env.delivery_tag!r} is not the "
+                                 "tag at the envelope's end (kombu writes properties last)")
+            return None
+        return Delivery(delivery.body, delivery.queue, delivery.tag, env.message)
 
     def _release(self, delivery: Delivery) -> str:
         self._held.pop(delivery.tag, None)

@@ -122,6 +122,8 @@ class QuickCall:
     wire: _Signature
     values: list[Any]
     """The call's values (args, then kwargs), as the Signature's Args hold them."""
+    tag: str
+    """The envelope's ``properties.delivery_tag``."""
 
     def signature(self, *, encoded: bool = True) -> Signature:
         """The Signature itself, ``to_signature``'s: an :class:`EncodedSignature` whose
@@ -207,7 +209,7 @@ def quick_signature(raw: bytes, queue: str, accept: tuple[str, ...],
         return None
     if not gojson.written_as_go(out):
         return None
-    return QuickCall(name, task_id, headers, out, signature, values)
+    return QuickCall(name, task_id, headers, out, signature, values, tag)
 
 
 def _typed(name: str, value: Any) -> _Arg | None:

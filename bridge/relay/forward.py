@@ -91,11 +91,14 @@ class CeleryToMachinery(Side):
         self.target_queue = queue
         self._typer = SchemaOrInference(options.schema)
         self._chords: dict[str, _Chord] = {}
-        self._quick_ok = (type(broker) is RedisBroker and isinstance(source, CeleryRedisBroker)
-                          and bool(queue))
-        """Plain calls are translated the quick way where the Signature is published as
-        encoded (machinery's Redis layout, to a named queue: the broker changes nothing
-        before it writes it) and the Celery message is a kombu Redis envelope."""
+        self._raw_source: CeleryRedisBroker | None = None
+        """Set where plain calls are translated the quick way: the Signature is published
+        as encoded (machinery's Redis layout, to a named queue: the broker changes nothing
+        before it writes it) and the Celery message is a kombu Redis envelope, fetched
+        undecoded (what the quick path does not take is decoded after it)."""
+        if type(broker) is RedisBroker and isinstance(source, CeleryRedisBroker) and queue:
+            self._raw_source = source
+            source.decode_on_fetch = False
 
     @classmethod
     def open(cls, source: Endpoint, target: Endpoint, options: RelayOptions,
@@ -115,14 +118,17 @@ class CeleryToMachinery(Side):
         acks: list[Delivery] = []
         sent: dict[str, tuple[Delivery, CeleryTask]] = {}
         now = datetime.now(UTC)
-        for delivery in deliveries:
-            quick = self._quick(delivery)
+        for fetched in deliveries:
+            quick = self._quick(fetched)
             if quick is not None:
                 plain, call = quick
                 sigs.append(plain)
-                sent[plain.uuid] = (delivery, call)
+                sent[plain.uuid] = (fetched, call)
                 tracked += self._track(plain, call)
-                acks.append(delivery)
+                acks.append(fetched)
+                continue
+            delivery = self._message_of(fetched)
+            if delivery is None:
                 continue
             ctask = self._decode(delivery, metas, parks)
             if ctask is None:
@@ -164,13 +170,21 @@ class CeleryToMachinery(Side):
         """A plain call that needs no expiry, chord or schema check, translated the quick
         way (bridge.protocol.celery_quick: the same Signature), with the CeleryTask its
         tracking and refusal read (name, id, headers); else None."""
-        if not self._quick_ok:
+        if self._raw_source is None:
             return None
         quick = quick_signature(delivery.body, self.target_queue, self.options.accept,
                                 self.options.schema)
-        if quick is None or quick.headers.get("expires") is not None:
+        if (quick is None or quick.tag != delivery.tag
+                or quick.headers.get("expires") is not None):
             return None
         return quick.signature(), CeleryTask(quick.name, quick.id, headers=quick.headers)
+
+    def _message_of(self, delivery: Delivery) -> Delivery | None:
+        """``delivery`` with its kombu message (fetched undecoded: read now, or parked by
+        the broker, None, when it is not a kombu envelope of its tag)."""
+        if self._raw_source is None or delivery.message is not None:
+            return delivery
+        return self._raw_source.decode(delivery)
 
     def _decode(self, delivery: Delivery, metas: list[TaskMeta],
                 parks: list[tuple[Delivery, str]]) -> CeleryTask | None:

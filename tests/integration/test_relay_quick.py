@@ -41,6 +41,20 @@ def plain_calls() -> list[bytes]:
                         routing_key="cq") for i, (args, kwargs) in enumerate(calls)]
 
 
+def broken() -> list[bytes]:
+    """Items a fetch takes but cannot hand over as kombu messages: parked either way."""
+    one, two = plain_calls()[:2]
+    tail = two[two.rindex(b'"delivery_info"'):-1]
+    return [
+        b"not json at all",
+        b'{"body": "", "headers": {}}',
+        one.replace(b'"body_encoding": "base64"', b'"body_encoding": "rot13"', 1),
+        # properties.delivery_tag is two's; the take reads another at the very end
+        two[:-1] + b', "pad": "' + b"p" * 600 + b'", "x": {'
+        + tail.replace(b'"delivery_tag": "', b'"delivery_tag": "B') + b"}",
+    ]
+
+
 def relay_all(url: str, envelopes: list[bytes], quick: bool) -> tuple[dict[bytes, Any], int]:
     """Relay ``envelopes`` (in order) once with the quick path on or off; Redis's whole
     content afterwards (times blanked) and how many took the quick way."""
@@ -50,8 +64,10 @@ def relay_all(url: str, envelopes: list[bytes], quick: bool) -> tuple[dict[bytes
     side = CeleryToMachinery.open(parse_endpoint(f"celery+{url}?queue=cq"),
                                   parse_endpoint(f"machinery+{url}?queue=mq"),
                                   RelayOptions(), "quicktest")
-    assert side._quick_ok
-    side._quick_ok = quick
+    assert side._raw_source is side.source and not side.source.decode_on_fetch
+    if not quick:  # the exact path, messages decoded as they are fetched
+        side._raw_source = None
+        side.source.decode_on_fetch = True
     taken = 0
 
     def count(deliveries: list[Any]) -> None:
@@ -109,13 +125,16 @@ def _blank(value: Any, consumer: bytes) -> Any:
 def test_the_quick_relay_leaves_redis_as_the_exact_one(private_redis_url: str) -> None:
     calls = plain_calls()
     for envelopes, plain in ((ENVELOPES, None), (calls, len(calls)),
-                             ([*calls[:5], *ENVELOPES[:20]], None)):
+                             ([*calls[:5], *ENVELOPES[:20]], None),
+                             ([calls[0], *broken(), calls[1]], 2)):
         quick, taken = relay_all(private_redis_url, envelopes, quick=True)
         exact, _ = relay_all(private_redis_url, envelopes, quick=False)
         assert 0 < taken <= len(envelopes)
         if plain is not None:
             assert taken == plain
         assert_same(quick, exact)
+        if plain == 2:
+            assert len(quick[b"bridge:celery:dead:cq"]) == len(broken())
 
 
 def signatures() -> list[bytes]:
