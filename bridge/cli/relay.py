@@ -26,7 +26,7 @@ __all__ = ["relay"]
 @click.option("--schema", "schema_path", type=click.Path(exists=True, dir_okay=False),
               help="Task schema (YAML/TOML): Go arg types for Celery tasks, result types "
                    "for machinery results. Without one, types are inferred.")
-@click.option("--batch", default=100, show_default=True, type=click.IntRange(1, 10_000),
+@click.option("--batch", default=500, show_default=True, type=click.IntRange(1, 10_000),
               help="Messages fetched and published per round trip.")
 @click.option("--lenient", is_flag=True,
               help="Celery → machinery: pass values without a Go type untyped (Python "

@@ -185,7 +185,7 @@ def inflight_key(name: str) -> str:
 class RelayOptions:
     """How a relay runs (``mbridge relay`` flags)."""
 
-    batch: int = 100
+    batch: int = 500
     """Messages fetched and published per round trip."""
     schema: TaskSchema | None = None
     """Go types of args (Celery → machinery) and of results (machinery → Celery)."""
