@@ -44,6 +44,7 @@ from bridge.protocol.celery import CeleryTask, decode_task
 from bridge.protocol.celery_canvas import CeleryTranslationError, to_signature
 from bridge.protocol.celery_quick import quick_signature
 from bridge.protocol.machinery import PENDING, Signature, TaskState
+from bridge.redis_send import OneTripSend
 from bridge.relay.track import (
     CHORD,
     FAIL,
@@ -99,6 +100,9 @@ class CeleryToMachinery(Side):
         if type(broker) is RedisBroker and isinstance(source, CeleryRedisBroker) and queue:
             self._raw_source = source
             source.decode_on_fetch = False
+        self._one_trip = OneTripSend.between(backend, broker)
+        """PENDING and publish in one script where machinery's broker and backend share a
+        Redis server (what it cannot send goes the two-step way)."""
 
     @classmethod
     def open(cls, source: Endpoint, target: Endpoint, options: RelayOptions,
@@ -239,6 +243,8 @@ class CeleryToMachinery(Side):
         for group_uuid, uuids in groups:
             self.backend.init_group(group_uuid, uuids)
         refused: dict[str, str] = {}
+        if sigs and self._one_trip is not None:
+            sigs = self._one_trip.send_many(sigs)
         if sigs:
             try:
                 self.backend.set_states([new_state(s, PENDING) for s in sigs])

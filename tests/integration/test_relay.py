@@ -249,6 +249,35 @@ def test_untranslatable_message_fails_and_is_parked(forward: Forward) -> None:
     assert forward.relay.stats["parked"] >= 1
 
 
+@pytest.mark.parametrize("kind", ["string", "list"])
+def test_a_task_id_naming_another_key_is_refused_and_parked(forward: Forward,
+                                                            kind: str) -> None:
+    """machinery keeps a task's state under its id: a key of that name that is not a task
+    state is left as it is, and the task fails and is parked instead of being sent."""
+    client = redis.Redis.from_url(forward.url)
+    task_id = fresh("app-key")
+    if kind == "string":
+        client.set(task_id, b"the application's own value")
+    else:
+        client.rpush(task_id, b"the application's own item")
+    refused = forward.producer.send_task("add", (1, 2), task_id=task_id)
+    fine = forward.producer.send_task("add", (3, 4))
+    with pytest.raises(Exception, match=task_id) as caught:
+        refused.get(timeout=WAIT)
+    assert type(caught.value).__name__ == "ForeignKeyError"
+    assert fine.get(timeout=WAIT) == 7
+    broker = CeleryRedisBroker.from_url(forward.url)
+    dead = eventually(lambda: [d for d in broker.dead_letters(forward.celery_queue)
+                               if task_id in d["reason"]])
+    assert "cannot translate task add" in dead[0]["reason"]
+    if kind == "string":
+        assert client.get(task_id) == b"the application's own value"
+    else:
+        assert client.lrange(task_id, 0, -1) == [b"the application's own item"]
+    assert not any(task_id.encode() in body for body in client.lrange(forward.machinery_queue,
+                                                                        0, -1))
+
+
 def test_expired_task_is_revoked(forward: Forward) -> None:
     expired = datetime.now(UTC) - timedelta(seconds=5)
     result = forward.producer.send_task("add", (1, 2), expires=expired)
