@@ -280,8 +280,8 @@ class CeleryRedisBroker(CeleryBroker):
         out = []
         for raw, tag_bytes in items:
             tag = tag_bytes.decode("utf-8", "replace")  # as the take recorded it in unacked
-            fetched = Delivery(raw, queue, tag)
-            delivery = self._decoded(fetched) if self.decode_on_fetch else fetched
+            delivery = (self._decoded(raw, queue, tag) if self.decode_on_fetch
+                        else Delivery(raw, queue, tag))
             if delivery is None:
                 continue
             self._held.pop(tag, None)  # a restored one: newest position
@@ -293,24 +293,25 @@ class CeleryRedisBroker(CeleryBroker):
         """A delivery fetched undecoded (``decode_on_fetch`` False) with its kombu message;
         None when it is not a kombu envelope of its tag: then it is parked, as a fetch
         that decodes parks it."""
-        decoded = self._decoded(delivery)
+        decoded = self._decoded(delivery.body, delivery.queue, delivery.tag)
         if decoded is None:
             self._held.pop(delivery.tag, None)
         else:
             self._held[delivery.tag] = decoded
         return decoded
 
-    def _decoded(self, delivery: Delivery) -> Delivery | None:
+    def _decoded(self, raw: bytes, queue: str, tag: str) -> Delivery | None:
         try:
-            env = decode_envelope(delivery.body, max_size=self.max_message_bytes)
+            env = decode_envelope(raw, max_size=self.max_message_bytes)
         except DecodeError as exc:  # valid for the Lua check, not for kombu's reader
-            self._park(delivery, str(exc))
+            self._park(Delivery(raw, queue, tag), str(exc))
             return None
-        if env.delivery_tag != delivery.tag:  # the take read it from the envelope's end
-            self._park(delivery, f"properties.delivery_tag {env.delivery_tag!r} is not the "
-                                 "tag at the envelope's end (kombu writes properties last)")
+        if env.delivery_tag != tag:  # the take read it from the envelope's end
+            self._park(Delivery(raw, queue, tag),
+                       f"properties.delivery_tag {env.delivery_tag!r} is not the tag at the "
+                       "envelope's end (kombu writes properties last)")
             return None
-        return Delivery(delivery.body, delivery.queue, delivery.tag, env.message)
+        return Delivery(raw, queue, tag, env.message)
 
     def _release(self, delivery: Delivery) -> str:
         self._held.pop(delivery.tag, None)
