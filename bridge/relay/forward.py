@@ -3,7 +3,8 @@
 Each Celery message is decoded and translated to a Signature with typed args (by the schema
 for the tasks it names, else by inference; by default a value without a Go type is refused),
 every routing key in its tree pointed at the machinery queue, then sent as machinery's
-SendTask does: PENDING state, then publish. Chord header tasks wait until the whole header
+SendTask does: PENDING state, then publish (one script where machinery's broker and backend
+share a Redis). Chord header tasks wait until the whole header
 arrived (its size is the ``.s`` key the Celery producer writes) and go out as machinery's
 SendChord does: InitGroup, PENDING for each, publish, each member carrying the callback and
 GroupTaskCount, so Go workers trigger the callback. A plain group's tasks go out one by one
