@@ -294,10 +294,8 @@ class CeleryRedisBroker(CeleryBroker):
         None when it is not a kombu envelope of its tag: then it is parked, as a fetch
         that decodes parks it."""
         decoded = self._decoded(delivery.body, delivery.queue, delivery.tag)
-        if decoded is None:
+        if decoded is None:  # parked: no longer held
             self._held.pop(delivery.tag, None)
-        else:
-            self._held[delivery.tag] = decoded
         return decoded
 
     def _decoded(self, raw: bytes, queue: str, tag: str) -> Delivery | None:
