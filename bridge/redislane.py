@@ -80,19 +80,47 @@ class Lane:
 
         return self._on_lane(trip), sent
 
+    def begin(self, commands: Sequence[Sequence[Any]]) -> Pending | None:
+        """Send ``commands`` now and read their replies later (:meth:`Pending.read`), so the
+        server runs them while the caller works; the lane stays busy until then. The send
+        has the connection's retry policy; a lost reply is not sent again. None when the
+        caller must use its client instead."""
+        conn = self._acquire()
+        if conn is None:
+            return None
+        try:
+            packed = pack(conn, commands)
+            conn.retry.call_with_retry(lambda: conn.send_packed_command(packed),
+                                       lambda _error: conn.disconnect())
+        except BaseException:
+            self._lock.release()
+            raise
+        return Pending(self, conn, len(commands))
+
     def _on_lane(self, trip: Callable[[Any], list[Any]]) -> list[Any] | None:
         """``trip(connection)`` on the lane's connection, with its retry policy; None when
         the lane is busy (another thread) or unavailable (Cluster)."""
-        if self._pool is None or not self._lock.acquire(blocking=False):
+        conn = self._acquire()
+        if conn is None:
             return None
         try:
-            conn = self._conn
-            if conn is None:
-                conn = self._conn = self._pool.get_connection()
             return cast("list[Any]", conn.retry.call_with_retry(
                 lambda: trip(conn), lambda _error: conn.disconnect()))
         finally:
             self._lock.release()
+
+    def _acquire(self) -> Any:
+        """The lane's connection, locked for the caller (who releases ``_lock``); None when
+        the lane is busy or unavailable."""
+        if self._pool is None or not self._lock.acquire(blocking=False):
+            return None
+        if self._conn is None:
+            try:
+                self._conn = self._pool.get_connection()
+            except BaseException:
+                self._lock.release()
+                raise
+        return self._conn
 
     def _round_trip(self, conn: Any, commands: Sequence[Sequence[Any]]) -> list[Any]:
         conn.send_packed_command(pack(conn, commands))
@@ -174,6 +202,29 @@ class Lane:
             conn, self._conn = self._conn, None
             if conn is not None and self._pool is not None:
                 self._pool.release(conn)
+
+
+class Pending:
+    """The replies of commands a lane sent (:meth:`Lane.begin`), read once."""
+
+    def __init__(self, lane: Lane, conn: Any, count: int) -> None:
+        self._lane = lane
+        self._conn: Any = conn
+        self._count = count
+
+    def read(self) -> list[Any]:
+        """Every command's reply (a ResponseError in place of a failed command's); frees the
+        lane. A connection error drops the connection (what the commands did stays done)."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            raise RuntimeError("these replies were read already")
+        try:
+            return self._lane._replies(conn, self._count)
+        except BaseException:
+            conn.disconnect()
+            raise
+        finally:
+            self._lane._lock.release()
 
 
 _PLAIN_ARGS = frozenset({bytes, str, int, float})

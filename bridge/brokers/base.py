@@ -8,7 +8,7 @@ decoding, running and state writing belong to the runtime.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +45,14 @@ class Consumer(ABC):
         Fetched messages stay owned by this worker (a crash returns them to the
         queue) until ``ack``, ``requeue`` or ``dead_letter``.
         """
+
+    def fetch_later(self, queue: str, max_count: int, ack: Sequence[Delivery] = ()
+                    ) -> Callable[[], list[Delivery]] | None:
+        """:meth:`fetch` without waiting, sent now, read by the call returned (once, before
+        any other fetch), so the broker takes while the caller works; None where the broker
+        cannot (then nothing was sent, nothing acknowledged). Calls other than fetches may
+        come in between."""
+        return None
 
     @abstractmethod
     def ack(self, deliveries: Sequence[Delivery]) -> None:

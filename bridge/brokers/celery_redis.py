@@ -38,7 +38,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -214,6 +214,26 @@ class CeleryRedisBroker(CeleryBroker):
         if items:  # woken by a publish: let the thread that published go on first, as a
             time.sleep(YIELD_AFTER_WAKE)  # Celery worker does while it records the unacked
         return self._deliveries(queue, items)
+
+    def fetch_later(self, queue: str, max_count: int, ack: Sequence[Delivery] = ()
+                    ) -> Callable[[], list[Delivery]] | None:
+        """The take script sent now, its deliveries read by the call returned."""
+        if queue not in self._queues or max_count < 1:
+            return None
+        tags = [str(d.tag) for d in ack]
+        keys, args = self._take_args(queue, max_count, tags)
+        pending = self.lane.begin([("EVALSHA", self.scripts.take.sha, len(keys), *keys, *args)])
+        if pending is None:
+            return None
+        for delivery in ack:
+            self._release(delivery)
+
+        def read() -> list[Delivery]:
+            (reply,) = pending.read()
+            if isinstance(reply, redis.ResponseError):  # NOSCRIPT, an ACL: nothing ran
+                return self._deliveries(queue, self._take(queue, max_count, tags))
+            return self._deliveries(queue, self._taken(queue, reply))
+        return read
 
     def _wait(self, queue: str, count: int, seconds: float) -> list[tuple[bytes, bytes]]:
         """One blocked wait: lease, BLMOVE into our staging list (its reply, the message,

@@ -25,7 +25,7 @@ import itertools
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import kombu.exceptions
@@ -367,6 +367,17 @@ class RedisBroker(Broker):
             self.ack([d for d in ack if self._held_in(d) != processing])
         return self._deliveries(queue, processing,
                                 self.layout.take(queue, max_count, timeout, same))
+
+    def fetch_later(self, queue: str, max_count: int, ack: Sequence[Delivery] = ()
+                    ) -> Callable[[], list[Delivery]] | None:
+        """The take script sent now, its deliveries read by the call returned."""
+        processing = self.layout.processing_key(queue)
+        if any(self._held_in(d) != processing for d in ack):
+            return None
+        taken = self.layout.take_later(queue, max_count, [d.body for d in ack])
+        if taken is None:
+            return None
+        return lambda: self._deliveries(queue, processing, taken())
 
     def _deliveries(self, queue: str, processing: str, bodies: Sequence[bytes]
                     ) -> list[Delivery]:

@@ -38,7 +38,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, cast
 
 import redis.cluster
@@ -139,6 +139,24 @@ class RedisLayout:
         if items or timeout <= 0:
             return items
         return self._wait(queue, count, timeout)
+
+    def take_later(self, queue: str, count: int, acks: Sequence[bytes] = ()
+                   ) -> Callable[[], list[bytes]] | None:
+        """:meth:`take` without waiting, sent now and read by the call returned; None when
+        the lane is busy or ``queue`` is not consumed yet (nothing sent)."""
+        if count < 1 or queue not in self._consumed:
+            return None
+        keys, args = self._take_args(queue, count, acks)
+        pending = self.lane.begin([("EVALSHA", self.scripts.take.sha, len(keys), *keys, *args)])
+        if pending is None:
+            return None
+
+        def read() -> list[bytes]:
+            (reply,) = pending.read()
+            if isinstance(reply, redis.ResponseError):  # NOSCRIPT, an ACL: nothing ran
+                return self._take_now(queue, count, acks)
+            return self._taken(queue, reply)
+        return read
 
     def _take_args(self, queue: str, count: int, acks: Sequence[bytes]
                    ) -> tuple[list[str], list[Any]]:

@@ -3,7 +3,9 @@
 One loop, batched. Each turn it fetches up to ``batch`` messages from the source queue
 (acknowledging the previous turn's, whose translations are already published), hands them
 to the direction's :class:`Side` (``bridge.relay.forward`` for Celery → machinery,
-``bridge.relay.reverse`` for machinery → Celery), and, every ``poll_interval``, reads the
+``bridge.relay.reverse`` for machinery → Celery); after a full batch the next take is sent
+before this one is relayed, so Redis runs it meanwhile (``bridge.relay.prefetch``; the next
+turn reads it). Every ``poll_interval`` it reads the
 states of every task id it still owes a result for in one round trip per 1,000 ids and
 writes the finished ones into the producing side's result backend (:class:`ReadSchedule`).
 Reading grows with what is in flight, so the next read waits at least four times as long as
@@ -31,6 +33,7 @@ from bridge.endpoints import Endpoint
 from bridge.heap import collector_paused
 from bridge.outage import Outage
 from bridge.relay.forward import CeleryToMachinery
+from bridge.relay.prefetch import Prefetch
 from bridge.relay.reverse import MachineryToCelery
 from bridge.relay.track import (
     CHORD,
@@ -111,6 +114,7 @@ class Relay:
         self.signals = StopSignals(log, "finishing this turn, then exiting",
                                    on_second=self._second_signal)
         self._acks: list[Delivery] = []
+        self._prefetch = Prefetch(side.consumer, side.queue, self.options.batch)
         self.outage_level = logging.WARNING
         """Of its "unreachable" and "reconnected" lines (DEBUG in a helper process, whose
         outages the run's process says)."""
@@ -152,19 +156,33 @@ class Relay:
 
     def _turn(self, next_poll: float) -> None:
         side = self.side
+        deliveries = self._prefetched()
         side.maintain()
-        timeout = self.options.fetch_timeout
-        if self.inflight or side.held():
-            timeout = min(timeout, max(0.0, next_poll - time.monotonic()))
-        acks, self._acks = self._acks, []
-        try:
-            deliveries = side.consumer.fetch(side.queue, self.options.batch, timeout, ack=acks)
-        except Exception:
-            self._acks = acks + self._acks  # acknowledging twice is harmless
-            raise
+        if not deliveries:  # none prefetched, or the queue was empty then: wait here
+            timeout = self.options.fetch_timeout
+            if self.inflight or side.held():
+                timeout = min(timeout, max(0.0, next_poll - time.monotonic()))
+            acks, self._acks = self._acks, []
+            try:
+                deliveries = side.consumer.fetch(side.queue, self.options.batch, timeout,
+                                                 ack=acks)
+            except Exception:
+                self._acks = acks + self._acks  # acknowledging twice is harmless
+                raise
+        if len(deliveries) >= self.options.batch and self._prefetch.start(self._acks):
+            self._acks = []  # a backlog: Redis takes the next batch while this one is relayed
         if deliveries:
             self._acks += side.relay(deliveries)
         self._acks += side.settle()
+
+    def _prefetched(self) -> list[Delivery] | None:
+        """The batch the last turn started fetching (None: none); a failed fetch's acks
+        are kept for the next one."""
+        try:
+            return self._prefetch.collect()
+        except Exception:
+            self._acks = self._prefetch.unacknowledged() + self._acks
+            raise
 
     # ------------------------------------------------------------------ results
 
@@ -229,6 +247,10 @@ class Relay:
 
     def _shutdown(self) -> None:
         side = self.side
+        try:  # a batch taken ahead is then held: the broker's close gives it back
+            self._prefetched()
+        except Exception as exc:  # what it took stays held, for the broker's recovery
+            log.warning("reading the batch taken ahead failed: %s", exc)
         try:
             if self._acks:
                 side.consumer.ack(self._acks)

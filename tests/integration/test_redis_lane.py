@@ -5,7 +5,9 @@ are quick."""
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -69,3 +71,48 @@ def test_the_spin_backs_off_when_it_runs_out(private_redis_url: str,
     assert (lane._spins_to_skip, lane._spins_skipped) == (0, 0)
     lane.close()
     client.close()
+
+
+def test_commands_begun_run_while_the_caller_works_and_are_read_later(
+        private_redis_url: str) -> None:
+    client = redis.Redis.from_url(private_redis_url)
+    lane = Lane(client)
+    key = f"begun_{uuid.uuid4().hex[:8]}"
+    pending = lane.begin([("RPUSH", key, "a", "b"), ("LPOP", key), ("INCR", key)])
+    assert pending is not None
+    _until(lambda: client.llen(key) == 1)  # ran before any read
+    assert client.lrange(key, 0, -1) == [b"b"]
+    assert lane.run([("PING",)]) is None and lane.begin([("PING",)]) is None  # busy
+    replies = pending.read()
+    assert replies[:2] == [2, b"a"] and isinstance(replies[2], redis.ResponseError)
+    assert lane.run([("LLEN", key)]) == [1]  # free again
+    with pytest.raises(RuntimeError, match="read already"):
+        pending.read()
+    lane.close()
+    client.close()
+
+
+def test_a_connection_lost_before_the_read_raises_and_frees_the_lane(
+        private_redis_url: str) -> None:
+    client = redis.Redis.from_url(private_redis_url)
+    lane = Lane(client)
+    name = f"lost_{uuid.uuid4().hex[:8]}"
+    pending = lane.begin([("CLIENT", "SETNAME", name), ("BLPOP", f"{name}_never", 5)])
+    assert pending is not None
+    _until(lambda: _client_id(client, name) != "")  # blocked there
+    client.client_kill_filter(_id=_client_id(client, name))
+    with pytest.raises(redis.ConnectionError):
+        pending.read()
+    assert lane.run([("PING",)]) == [b"PONG"]  # reconnected
+    lane.close()
+    client.close()
+
+
+def _client_id(client: redis.Redis, name: str) -> str:
+    return next((str(c["id"]) for c in client.client_list() if c.get("name") == name), "")
+
+
+def _until(check: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 5
+    while not check() and time.monotonic() < deadline:
+        time.sleep(0.01)

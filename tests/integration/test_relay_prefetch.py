@@ -1,0 +1,140 @@
+"""The relay takes its next batch while it relays the one in hand (bridge.relay.prefetch), on
+a real redis-server, both ways: every message is relayed once and in order, nothing stays
+held once it stops, and a stop with a batch taken ahead gives that batch back to the front
+of its queue."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+from bridge.brokers.celery_redis import CeleryRedisBroker
+from bridge.brokers.redis import RedisBroker
+from bridge.brokers.redis_keys import QueueKeys
+from bridge.endpoints import parse_endpoint
+from bridge.protocol.celery import encode_task, new_task
+from bridge.protocol.machinery import Arg, Signature
+from bridge.relay import Relay, RelayOptions, open_relay
+
+COUNT = 100
+BATCH = 7
+
+
+def celery_calls(url: str, queue: str) -> None:
+    broker = CeleryRedisBroker.from_url(url)
+    broker.publish_messages(queue, [encode_task(new_task("add", [i, 1]))
+                                    for i in range(COUNT)])
+    broker.close()
+
+
+def machinery_calls(url: str, queue: str) -> None:
+    broker = RedisBroker(url)
+    broker.publish([Signature(name="add", routing_key=queue,
+                              args=[Arg("", "int64", i), Arg("", "int64", 1)])
+                    for i in range(COUNT)])
+    broker.close()
+
+
+def relay_between(url: str, source: str, target: str) -> tuple[Relay, list[bool]]:
+    """A relay of batches of ``BATCH``, and the outcomes of its takes ahead."""
+    src, dst = source.split(":"), target.split(":")
+    relay = open_relay(parse_endpoint(f"{src[0]}+{url}?queue={src[1]}"),
+                       parse_endpoint(f"{dst[0]}+{url}?queue={dst[1]}"),
+                       RelayOptions(batch=BATCH, fetch_timeout=0.2))
+    started: list[bool] = []
+    start = relay._prefetch.start
+
+    def counted(acks: Any) -> bool:
+        started.append(start(acks))
+        return started[-1]
+
+    relay._prefetch.start = counted  # type: ignore[method-assign]
+    return relay, started
+
+
+def run_until(relay: Relay, done: Callable[[], bool]) -> None:
+    thread = threading.Thread(target=relay.run)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not done() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    relay.stop()
+    thread.join(30)
+    assert not thread.is_alive()
+
+
+def machinery_values(client: redis.Redis, queue: str) -> list[int]:
+    return [json.loads(body)["Args"][0]["Value"] for body in client.lrange(queue, 0, -1)]
+
+
+def celery_values(client: redis.Redis, queue: str) -> list[int]:
+    """The first argument of each envelope in consumption order (kombu pops the right)."""
+    return [json.loads(base64.b64decode(json.loads(raw)["body"]))[0][0]
+            for raw in reversed(client.lrange(queue, 0, -1))]
+
+
+def test_celery_to_machinery_takes_ahead_and_relays_each_once_in_order(
+        private_redis_url: str) -> None:
+    client = redis.Redis.from_url(private_redis_url)
+    celery_calls(private_redis_url, "cq")
+    relay, started = relay_between(private_redis_url, "celery:cq", "machinery:mq")
+    run_until(relay, lambda: client.llen("mq") >= COUNT)
+    assert machinery_values(client, "mq") == list(range(COUNT))
+    assert started.count(True) >= COUNT // BATCH - 1
+    assert client.hlen("unacked") == 0 and client.zcard("unacked_index") == 0
+    assert client.llen("cq") == 0
+
+
+def test_machinery_to_celery_takes_ahead_and_relays_each_once_in_order(
+        private_redis_url: str) -> None:
+    client = redis.Redis.from_url(private_redis_url)
+    machinery_calls(private_redis_url, "mq")
+    relay, started = relay_between(private_redis_url, "machinery:mq", "celery:cq")
+    worker_id = relay.side.consumer.worker_id  # type: ignore[attr-defined]
+    run_until(relay, lambda: client.llen("cq") >= COUNT)
+    assert celery_values(client, "cq") == list(range(COUNT))
+    assert started.count(True) >= COUNT // BATCH - 1
+    assert client.llen(QueueKeys.of("mq").processing(worker_id)) == 0
+    assert client.llen("mq") == 0
+
+
+def stop_after_first_batch(relay: Relay) -> None:
+    relay_batch = relay.side.relay
+
+    def relay_then_stop(deliveries: Any) -> Any:
+        assert relay._prefetch.in_flight  # the next batch is being taken
+        relay.stop()
+        return relay_batch(deliveries)
+
+    relay.side.relay = relay_then_stop  # type: ignore[method-assign]
+
+
+def test_a_stop_gives_the_batch_taken_ahead_back_to_the_front(private_redis_url: str) -> None:
+    client = redis.Redis.from_url(private_redis_url)
+    celery_calls(private_redis_url, "cq")
+    relay, started = relay_between(private_redis_url, "celery:cq", "machinery:mq")
+    stop_after_first_batch(relay)
+    relay.run()
+    assert started == [True]
+    assert machinery_values(client, "mq") == list(range(BATCH))
+    assert celery_values(client, "cq") == list(range(BATCH, COUNT))
+    assert client.hlen("unacked") == 0 and client.zcard("unacked_index") == 0
+
+
+def test_a_stop_gives_back_the_machinery_batch_taken_ahead(private_redis_url: str) -> None:
+    client = redis.Redis.from_url(private_redis_url)
+    machinery_calls(private_redis_url, "mq")
+    relay, started = relay_between(private_redis_url, "machinery:mq", "celery:cq")
+    worker_id = relay.side.consumer.worker_id  # type: ignore[attr-defined]
+    stop_after_first_batch(relay)
+    relay.run()
+    assert started == [True]
+    assert celery_values(client, "cq") == list(range(BATCH))
+    assert machinery_values(client, "mq") == list(range(BATCH, COUNT))
+    assert client.llen(QueueKeys.of("mq").processing(worker_id)) == 0
