@@ -13,13 +13,13 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from bridge.backends.base import Backend, new_state
+from bridge.backends.base import Backend, new_state, now_utc
 from bridge.brokers.base import Broker
 from bridge.config import Config, ConfigError, default_config, given_config
 from bridge.errors import StatesRefused
 from bridge.outage import Endpoint, probe
 from bridge.protocol.gotime import GoTime
-from bridge.protocol.machinery import PENDING, Signature, TaskState, new_uuid
+from bridge.protocol.machinery import PENDING, Signature, new_uuid
 from bridge.result import AsyncResult, ChainResult, ChordResult, GroupResult
 from bridge.task import RegisteredTask
 from bridge.types import to_args
@@ -260,7 +260,8 @@ class Bridge:
         left = list(signatures) if one_trip is None else one_trip.send_many(signatures)
         if left:
             try:
-                self.backend.set_states([_pending(sig) for sig in left])
+                now = now_utc()
+                self.backend.set_states([new_state(sig, PENDING, now=now) for sig in left])
             except StatesRefused as exc:
                 self.broker.publish([sig for sig in left if sig.uuid not in exc.refused])
                 raise
@@ -297,7 +298,8 @@ class Bridge:
         for sig in tasks:
             self._prepare(sig)
         self.backend.init_group(group_uuid, [s.uuid for s in tasks])
-        self.backend.set_states([_pending(sig) for sig in tasks])
+        now = now_utc()
+        self.backend.set_states([new_state(sig, PENDING, now=now) for sig in tasks])
         self.broker.publish(tasks)
 
     def close(self) -> None:
@@ -306,6 +308,3 @@ class Bridge:
         if self._backend is not None:
             self._backend.close()
 
-
-def _pending(sig: Signature) -> TaskState:
-    return new_state(sig, PENDING)

@@ -16,7 +16,7 @@ from typing import Any
 import redis
 from redis.commands.core import Script
 
-from bridge.backends.base import Backend, new_state
+from bridge.backends.base import Backend, new_state, now_utc
 from bridge.backends.redis import PENDING_THEN_PUSH_SCRIPT, RedisBackend
 from bridge.brokers.base import Broker
 from bridge.brokers.redis import RedisBroker
@@ -123,7 +123,8 @@ class OneTripSend:
         sha, ttl = self._script.sha, self._backend.ttl
         for queue, chunk in chunks:
             args: list[Any] = [ttl]
-            pending = [new_state(sig, PENDING) for sig in chunk]
+            now = now_utc()  # the chunk's CreatedAt, written once
+            pending = [new_state(sig, PENDING, now=now) for sig in chunk]
             states.append(pending)
             for state in pending:
                 args += ("P", state.to_json(), b"", b"")

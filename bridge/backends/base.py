@@ -32,15 +32,15 @@ def now_utc() -> GoTime:
 
 
 def new_state(sig: Signature, state: str, results: Sequence[TaskResult] | None = None,
-              error: str = "") -> TaskState:
+              error: str = "", *, now: GoTime | None = None) -> TaskState:
     """A TaskState as machinery's constructors build it.
 
-    PENDING carries TaskName and CreatedAt = now; the others only the UUID, the
-    state and their results or error (a merging backend fills the rest in).
-    SUCCESS always has a (possibly empty) results list.
+    PENDING carries TaskName and CreatedAt = now (``now``: one stamp for a batch sent
+    together); the others only the UUID, the state and their results or error (a merging
+    backend fills the rest in). SUCCESS always has a (possibly empty) results list.
     """
     if state == PENDING:
-        return TaskState(sig.uuid, sig.name, PENDING, created_at=now_utc())
+        return TaskState(sig.uuid, sig.name, PENDING, created_at=now or now_utc())
     if state in (SUCCESS, FAILURE) and sig.group_uuid and sig.group_task_count:
         return MemberState(sig.uuid, state=state, results=list(results or ()) if state == SUCCESS
                            else None, error=error, group_uuid=sig.group_uuid,

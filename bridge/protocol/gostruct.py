@@ -15,7 +15,7 @@ from typing import Any, ClassVar, TypeVar
 from bridge.errors import DecodeError, EncodeError
 from bridge.protocol import gojson
 from bridge.protocol.gojson import Pairs, quote
-from bridge.protocol.gotime import format_rfc3339, parse_rfc3339
+from bridge.protocol.gotime import GO_ZERO_TIME, format_rfc3339, parse_rfc3339
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
@@ -249,8 +249,22 @@ def write_bool(out: list[str], value: object, where: str) -> None:
     out.append("true" if value else "false")
 
 
+_last_time: tuple[datetime, str] = (GO_ZERO_TIME, '"0001-01-01T00:00:00Z"')
+"""The last time written and its JSON (held: the same object is the same instant)."""
+
+
 def write_time(out: list[str], value: datetime | None) -> None:
-    out.append("null" if value is None else '"' + format_rfc3339(value) + '"')
+    global _last_time
+    if value is None:
+        out.append("null")
+        return
+    last = _last_time  # one read: another thread may swap it meanwhile
+    if value is last[0]:  # a batch's states share one stamp: formatted once
+        out.append(last[1])
+        return
+    text = '"' + format_rfc3339(value) + '"'
+    _last_time = (value, text)
+    out.append(text)
 
 
 def write_structs(out: list[str], items: list[Any] | None) -> None:

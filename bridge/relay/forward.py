@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from bridge.backends.base import Backend, new_state
+from bridge.backends.base import Backend, new_state, now_utc
 from bridge.backends.celery_redis import CeleryRedisBackend, TaskMeta, go_error
 from bridge.brokers.base import Broker, CeleryBroker, Delivery
 from bridge.brokers.celery_redis import CeleryRedisBroker
@@ -248,7 +248,8 @@ class CeleryToMachinery(Side):
             sigs = self._one_trip.send_many(sigs)
         if sigs:
             try:
-                self.backend.set_states([new_state(s, PENDING) for s in sigs])
+                now = now_utc()
+                self.backend.set_states([new_state(s, PENDING, now=now) for s in sigs])
             except StatesRefused as exc:  # the others are written
                 refused = exc.refused
                 sigs = [s for s in sigs if s.uuid not in refused]
