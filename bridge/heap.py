@@ -8,7 +8,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["collector_paused", "freeze_loaded"]
+__all__ = ["SparseCollector", "collector_paused", "freeze_loaded"]
 
 
 def freeze_loaded() -> None:
@@ -37,3 +37,33 @@ def collector_paused() -> Iterator[None]:
         yield
     finally:
         gc.enable()
+
+
+class SparseCollector:
+    """The automatic collector off while a pipelined loop runs (a batch in flight outlives
+    its turn, so a collection after each turn would walk it, and promote it to be walked
+    again by the older generations' collections: 2.4 µs a message in the relay); the
+    loop calls :meth:`tick` after each turn instead, which collects the young generation
+    once ``young`` tracked objects have outlived the turns that made them (cycles among
+    them included), and every ``full_every`` such collections all generations."""
+
+    def __init__(self, young: int = 50_000, full_every: int = 20) -> None:
+        self.young = young
+        self.full_every = full_every
+        self._collections = 0
+        self._paused = False
+
+    def __enter__(self) -> SparseCollector:
+        self._paused = gc.isenabled()
+        if self._paused:
+            gc.disable()
+        return self
+
+    def tick(self) -> None:
+        if self._paused and gc.get_count()[0] > self.young:
+            self._collections += 1
+            gc.collect(2 if self._collections % self.full_every == 0 else 0)
+
+    def __exit__(self, *_exc: object) -> None:
+        if self._paused:
+            gc.enable()

@@ -10,7 +10,7 @@ pool, an ETA in the future, a key that needs the careful write) goes the two-ste
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import redis
@@ -83,6 +83,11 @@ class OneTripSend:
         tasks a queue, each sent while Redis runs the one before; the signatures left for
         the two-step way (an ETA in the future, a key that needs the careful write, or
         all of them when the connection is busy), in order."""
+        return self.begin_many(signatures)()
+
+    def begin_many(self, signatures: Sequence[Signature]) -> Callable[[], list[Signature]]:
+        """:meth:`send_many` with the script calls sent now and their replies read by the
+        call returned (which gives the signatures left), so the caller works meanwhile."""
         now = time.time_ns()
         left: list[Signature] = []
         queues: dict[str, list[Signature]] = {}
@@ -96,14 +101,18 @@ class OneTripSend:
         chunks = [(queue, tasks[start:start + CHUNK]) for queue, tasks in queues.items()
                   for start in range(0, len(tasks), CHUNK)]
         if not chunks:
-            return left
+            return lambda: left
         if not self._script_loaded:
             self._backend.client.script_load(PENDING_THEN_PUSH_SCRIPT)
             self._script_loaded = True
         states: list[list[TaskState]] = []  # each chunk's, filled as its command is made
-        replies = self._backend.lane.run_streamed(self._commands(chunks, states))
-        if replies is None:
-            return list(signatures)
+        pending = self._backend.lane.begin(self._commands(chunks, states))
+        if pending is None:
+            return lambda: list(signatures)
+        return lambda: self._sent(chunks, states, pending.read(), left)
+
+    def _sent(self, chunks: list[tuple[str, list[Signature]]], states: list[list[TaskState]],
+              replies: list[Any], left: list[Signature]) -> list[Signature]:
         for (_queue, chunk), written_states, reply in zip(chunks, states, replies, strict=True):
             if isinstance(reply, redis.exceptions.NoScriptError):  # nothing ran
                 self._script_loaded = False

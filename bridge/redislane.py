@@ -7,7 +7,8 @@ import os
 import select
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from functools import partial
 from typing import Any, cast
 
 import redis
@@ -80,22 +81,31 @@ class Lane:
 
         return self._on_lane(trip), sent
 
-    def begin(self, commands: Sequence[Sequence[Any]]) -> Pending | None:
-        """Send ``commands`` now and read their replies later (:meth:`Pending.read`), so the
-        server runs them while the caller works; the lane stays busy until then. The send
-        has the connection's retry policy; a lost reply is not sent again. None when the
-        caller must use its client instead."""
+    def begin(self, commands: Iterable[Sequence[Any]]) -> Pending | None:
+        """Send ``commands`` now (each as soon as it is made) and read their replies later
+        (:meth:`Pending.read`), so the server runs them while the caller works; the lane
+        stays busy until then. The first send has the connection's retry policy; a lost
+        reply is not sent again. None when the caller must use its client instead (then
+        ``commands`` is not consumed)."""
         conn = self._acquire()
         if conn is None:
             return None
+        count = 0
         try:
-            packed = pack(conn, commands)
-            conn.retry.call_with_retry(lambda: conn.send_packed_command(packed),
-                                       lambda _error: conn.disconnect())
+            for command in commands:
+                packed = pack(conn, [command])
+                if count:
+                    conn.send_packed_command(packed)
+                else:  # a stale pooled connection reconnects here
+                    conn.retry.call_with_retry(partial(conn.send_packed_command, packed),
+                                               lambda _error: conn.disconnect())
+                count += 1
         except BaseException:
+            if count:  # replies nobody will read: the connection is out of step
+                conn.disconnect()
             self._lock.release()
             raise
-        return Pending(self, conn, len(commands))
+        return Pending(self, conn, count)
 
     def _on_lane(self, trip: Callable[[Any], list[Any]]) -> list[Any] | None:
         """``trip(connection)`` on the lane's connection, with its retry policy; None when

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -66,6 +66,18 @@ __all__ = ["CeleryToMachinery", "refused"]
 log = logging.getLogger("bridge.relay")
 
 _UNTRANSLATABLE = (CeleryTranslationError, ArgTranslationError, DecodeError)
+
+
+@dataclass(slots=True)
+class _Batch:
+    """One fetch, translated (:meth:`CeleryToMachinery.prepare`)."""
+
+    sigs: list[Signature] = field(default_factory=list)
+    tracked: list[Tracked] = field(default_factory=list)
+    metas: list[TaskMeta] = field(default_factory=list)
+    parks: list[tuple[Delivery, str]] = field(default_factory=list)
+    acks: list[Delivery] = field(default_factory=list)
+    sent: dict[str, tuple[Delivery, CeleryTask]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -116,12 +128,13 @@ class CeleryToMachinery(Side):
     # ------------------------------------------------------------------ tasks out
 
     def relay(self, deliveries: list[Delivery]) -> list[Delivery]:
-        sigs: list[Signature] = []
-        tracked: list[Tracked] = []
-        metas: list[TaskMeta] = []
-        parks: list[tuple[Delivery, str]] = []
-        acks: list[Delivery] = []
-        sent: dict[str, tuple[Delivery, CeleryTask]] = {}
+        return self.send(self.prepare(deliveries))()
+
+    def prepare(self, deliveries: list[Delivery]) -> _Batch:
+        """Decode and translate ``deliveries``; what is sent, tracked, stored and parked."""
+        batch = _Batch()
+        sigs, tracked, metas, parks = batch.sigs, batch.tracked, batch.metas, batch.parks
+        acks, sent = batch.acks, batch.sent
         now = datetime.now(UTC)
         for fetched in deliveries:
             quick = self._quick(fetched)
@@ -161,15 +174,32 @@ class CeleryToMachinery(Side):
             sent[sig.uuid] = (delivery, ctask)
             tracked += self._track(sig, ctask)
             acks.append(delivery)
+        return batch
+
+    def abandon(self, batch: _Batch) -> None:
+        self._give_back([*batch.acks, *(d for d, _ in batch.parks)])
+
+    def send(self, batch: _Batch) -> Callable[[], list[Delivery]]:
+        """Track, then send the batch's tasks without waiting for machinery's broker; the
+        call returned waits, parks what was refused and gives the deliveries to ack."""
+        held = [*batch.acks, *(d for d, _ in batch.parks)]
         try:
-            refused_states = self._send(sigs, tracked, metas, [])
+            sending = self._send_begin(batch.sigs, batch.tracked, batch.metas, [])
         except Exception:
-            self._give_back([*acks, *(d for d, _ in parks)])
+            self._give_back(held)
             raise
-        acks = self._drop_refused(refused_states, sent, acks, parks)
-        self._park(parks)
-        self.stats["relayed"] += len(sigs) - len(refused_states)
-        return acks
+
+        def finish() -> list[Delivery]:
+            try:
+                refused_states = sending()
+            except Exception:
+                self._give_back(held)
+                raise
+            acks = self._drop_refused(refused_states, batch.sent, batch.acks, batch.parks)
+            self._park(batch.parks)
+            self.stats["relayed"] += len(batch.sigs) - len(refused_states)
+            return acks
+        return finish
 
     def _quick(self, delivery: Delivery) -> tuple[Signature, CeleryTask] | None:
         """A plain call that needs no expiry, chord or schema check, translated the quick
@@ -240,12 +270,24 @@ class CeleryToMachinery(Side):
         """Track, InitGroup, PENDING, publish (machinery's SendTask/SendChord order). The
         tasks whose PENDING the backend refused (their id names a key that is not a task
         state) are not published: returned, with why."""
+        return self._send_begin(sigs, tracked, metas, groups)()
+
+    def _send_begin(self, sigs: Sequence[Signature], tracked: Sequence[Tracked],
+                    metas: Sequence[TaskMeta], groups: Sequence[tuple[str, list[str]]]
+                    ) -> Callable[[], dict[str, str]]:
+        """:meth:`_send` with the one-trip script calls sent now; the call returned reads
+        them and does the rest."""
         self.inflight.add(tracked)
         for group_uuid, uuids in groups:
             self.backend.init_group(group_uuid, uuids)
+        one_trip = (self._one_trip.begin_many(sigs) if sigs and self._one_trip is not None
+                    else None)
+        return lambda: self._send_end(sigs if one_trip is None else one_trip(), metas)
+
+    def _send_end(self, sigs: Sequence[Signature], metas: Sequence[TaskMeta]
+                  ) -> dict[str, str]:
+        """The two-step way for ``sigs`` (what one trip did not send), then ``metas``."""
         refused: dict[str, str] = {}
-        if sigs and self._one_trip is not None:
-            sigs = self._one_trip.send_many(sigs)
         if sigs:
             try:
                 now = now_utc()

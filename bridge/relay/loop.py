@@ -5,7 +5,9 @@ One loop, batched. Each turn it fetches up to ``batch`` messages from the source
 to the direction's :class:`Side` (``bridge.relay.forward`` for Celery → machinery,
 ``bridge.relay.reverse`` for machinery → Celery); after a full batch the next take is sent
 before this one is relayed, so Redis runs it meanwhile (``bridge.relay.prefetch``; the next
-turn reads it). Every ``poll_interval`` it reads the
+turn reads it), and a side that can (Celery → machinery on Redis) sends its writes without
+waiting: the next turn translates its batch first, then reads them (``Side.prepare`` and
+``Side.send``). Every ``poll_interval`` it reads the
 states of every task id it still owes a result for in one round trip per 1,000 ids and
 writes the finished ones into the producing side's result backend (:class:`ReadSchedule`).
 Reading grows with what is in flight, so the next read waits at least four times as long as
@@ -25,12 +27,13 @@ import logging
 import os
 import time
 from collections import Counter
+from collections.abc import Callable
 from itertools import islice
 
 from bridge.brokers.base import Delivery
 from bridge.config import ConfigError
 from bridge.endpoints import Endpoint
-from bridge.heap import collector_paused
+from bridge.heap import SparseCollector
 from bridge.outage import Outage
 from bridge.relay.forward import CeleryToMachinery
 from bridge.relay.prefetch import Prefetch
@@ -115,6 +118,8 @@ class Relay:
                                    on_second=self._second_signal)
         self._acks: list[Delivery] = []
         self._prefetch = Prefetch(side.consumer, side.queue, self.options.batch)
+        self._sending: Callable[[], list[Delivery]] | None = None
+        """The batch whose writes were sent and not yet waited for (Side.send)."""
         self.outage_level = logging.WARNING
         """Of its "unreachable" and "reconnected" lines (DEBUG in a helper process, whose
         outages the run's process says)."""
@@ -134,24 +139,26 @@ class Relay:
         loaded = False
         schedule = ReadSchedule(self.options.poll_interval)
         outage = Outage("relay: a broker or result backend", log, level=self.outage_level)
-        while not self.signals.requested():
-            try:
-                if not loaded:  # in the loop: a relay started during an outage waits it out
-                    log.info("relaying %s (%d results in flight, bookkeeping %s)",
-                             self.side.queue, self.inflight.load(), self.inflight.key)
-                    loaded = True
-                with collector_paused():  # a turn's objects die together (bridge.heap)
+        with SparseCollector() as collector:  # a batch in flight outlives its turn
+            while not self.signals.requested():
+                try:
+                    if not loaded:  # in the loop: a relay started in an outage waits it out
+                        log.info("relaying %s (%d results in flight, bookkeeping %s)",
+                                 self.side.queue, self.inflight.load(), self.inflight.key)
+                        loaded = True
                     self._turn(schedule.next_at)
                     began = time.monotonic()
                     limit = schedule.due(began, len(self.inflight))
                     if limit is not None:
                         ended_tasks = self.carry(limit)
                         schedule.read(limit, began, time.monotonic(), ended_tasks)
-            except Exception as exc:  # said once per outage; the turn is tried again
-                self.signals.pause(outage.failed(exc))
-                continue
-            outage.succeeded()
-        self._shutdown()
+                except Exception as exc:  # said once per outage; the turn is tried again
+                    self.signals.pause(outage.failed(exc))
+                    continue
+                finally:
+                    collector.tick()
+                outage.succeeded()
+            self._shutdown()
         return 0
 
     def _turn(self, next_poll: float) -> None:
@@ -159,6 +166,7 @@ class Relay:
         deliveries = self._prefetched()
         side.maintain()
         if not deliveries:  # none prefetched, or the queue was empty then: wait here
+            self._sent()
             timeout = self.options.fetch_timeout
             if self.inflight or side.held():
                 timeout = min(timeout, max(0.0, next_poll - time.monotonic()))
@@ -172,8 +180,20 @@ class Relay:
         if len(deliveries) >= self.options.batch and self._prefetch.start(self._acks):
             self._acks = []  # a backlog: Redis takes the next batch while this one is relayed
         if deliveries:
-            self._acks += side.relay(deliveries)
+            prepared = side.prepare(deliveries)
+            try:
+                self._sent()  # the last batch's writes ran meanwhile: acknowledge it
+            except Exception:
+                side.abandon(prepared)
+                raise
+            self._sending = side.send(prepared)
         self._acks += side.settle()
+
+    def _sent(self) -> None:
+        """Wait for the batch being sent; its deliveries are then acknowledged."""
+        sending, self._sending = self._sending, None
+        if sending is not None:
+            self._acks += sending()
 
     def _prefetched(self) -> list[Delivery] | None:
         """The batch the last turn started fetching (None: none); a failed fetch's acks
@@ -251,6 +271,10 @@ class Relay:
             self._prefetched()
         except Exception as exc:  # what it took stays held, for the broker's recovery
             log.warning("reading the batch taken ahead failed: %s", exc)
+        try:
+            self._sent()
+        except Exception as exc:  # given back (requeued) by the side
+            log.warning("the last batch's writes failed: %s", exc)
         try:
             if self._acks:
                 side.consumer.ack(self._acks)

@@ -15,7 +15,7 @@ import json
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any, cast
@@ -221,6 +221,24 @@ class Side(ABC):
     def relay(self, deliveries: list[Delivery]) -> list[Delivery]:
         """Translate and publish ``deliveries`` (tracking their ids first); park what cannot
         be translated. Returns the deliveries to acknowledge (published or done)."""
+
+    def prepare(self, deliveries: list[Delivery]) -> Any:
+        """:meth:`relay`'s first half: decode and translate, writing nothing yet; what
+        :meth:`send` takes. (By default: the deliveries, relayed by :meth:`send`.)"""
+        return deliveries
+
+    def send(self, prepared: Any) -> Callable[[], list[Delivery]]:
+        """:meth:`relay`'s second half: write what ``prepared`` holds, as far as the brokers
+        go without a wait; the call returned waits for them and gives the deliveries to
+        acknowledge. (By default: relayed now.)"""
+        acks = self.relay(prepared)
+        return lambda: acks
+
+    def abandon(self, prepared: Any) -> None:
+        """Give back to their queue the deliveries ``prepared`` holds (it will not be sent).
+        """
+        for delivery in prepared:
+            self.consumer.requeue(delivery)
 
     def settle(self) -> list[Delivery]:
         """Per-turn upkeep (held chord headers); deliveries that can be acknowledged now."""

@@ -105,14 +105,14 @@ def test_machinery_to_celery_takes_ahead_and_relays_each_once_in_order(
 
 
 def stop_after_first_batch(relay: Relay) -> None:
-    relay_batch = relay.side.relay
+    prepare = relay.side.prepare
 
-    def relay_then_stop(deliveries: Any) -> Any:
+    def prepare_then_stop(deliveries: Any) -> Any:
         assert relay._prefetch.in_flight  # the next batch is being taken
         relay.stop()
-        return relay_batch(deliveries)
+        return prepare(deliveries)
 
-    relay.side.relay = relay_then_stop  # type: ignore[method-assign]
+    relay.side.prepare = prepare_then_stop  # type: ignore[method-assign]
 
 
 def test_a_stop_gives_the_batch_taken_ahead_back_to_the_front(private_redis_url: str) -> None:

@@ -1,5 +1,6 @@
 """bridge.heap: the loaded heap frozen out of the collector's sight (in a child process, so
-pytest's own heap stays as it is), and collections paused for a batch only."""
+pytest's own heap stays as it is), collections paused for a batch only, and a pipelined
+loop's sparse collections."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ import gc
 import os
 import subprocess
 import sys
+import weakref
 
 import pytest
 
-from bridge.heap import collector_paused
+from bridge.heap import SparseCollector, collector_paused
 
 _FROZEN = ("import gc; from bridge.heap import freeze_loaded; freeze_loaded(); "
            "print(gc.get_freeze_count())")
@@ -43,3 +45,39 @@ def test_collector_paused_leaves_a_collector_someone_turned_off_off() -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+class _Node:
+    def __init__(self) -> None:
+        self.me = self  # a cycle: only the cyclic collector frees it
+
+
+def test_sparse_collector_frees_cycles_once_enough_outlived_their_turns() -> None:
+    assert gc.isenabled()
+    with SparseCollector(young=2_000, full_every=2) as collector:
+        assert not gc.isenabled()
+        probe = weakref.ref(_cycle())
+        collector.tick()  # a few objects: no collection yet
+        assert probe() is not None
+        for _ in range(3_000):
+            _cycle()  # two tracked objects each (the node and its __dict__)
+        collector.tick()
+        assert probe() is None
+    assert gc.isenabled()
+
+
+def _cycle() -> _Node:
+    return _Node()
+
+
+def test_sparse_collector_leaves_a_collector_someone_turned_off_off() -> None:
+    gc.disable()
+    try:
+        with SparseCollector(young=0) as collector:
+            probe = weakref.ref(_cycle())
+            collector.tick()
+            assert probe() is not None  # not ours to run
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+        gc.collect()
