@@ -39,7 +39,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any, cast
 
 import redis
@@ -47,8 +46,14 @@ import redis.cluster
 from redis.exceptions import LockError
 
 from bridge.brokers.base import CeleryBroker, Delivery
+from bridge.brokers.celery_redis_inspect import (
+    BATCH,
+    CeleryRedisInspection,
+    UnackedEntry,
+    priority_of,
+)
 from bridge.brokers.celery_redis_layout import PRIORITY_STEPS, SEP, CeleryKeys, Scripts
-from bridge.brokers.dead_letters import envelope_parts, now_rfc3339, read_envelope
+from bridge.brokers.dead_letters import now_rfc3339
 from bridge.brokers.redis_dead import DROPS, default_max_dead_letters, gate_bytes
 from bridge.config import RedisConfig, redact_url
 from bridge.errors import DecodeError, clip
@@ -66,28 +71,6 @@ __all__ = ["CeleryRedisBroker", "UnackedEntry"]
 
 log = logging.getLogger(__name__)
 
-BATCH = 500
-"""Entries per round trip when restoring, moving delayed ones and replaying."""
-
-
-@dataclass(frozen=True, slots=True)
-class UnackedEntry:
-    """One record of kombu's ``unacked`` hash."""
-
-    tag: str
-    delivered_at: float
-    envelope: bytes | None
-    exchange: str
-    routing_key: str
-
-
-def _priority_of(raw: bytes) -> object:
-    try:
-        return json.loads(raw)["properties"]["priority"]
-    except Exception:  # not an envelope, nested too deeply...: the first bucket
-        return 0
-
-
 YIELD_AFTER_WAKE = 0.0002
 """Seconds a fetch woken from its blocked wait sleeps before the messages are handed on.
 Celery's worker records a message in kombu's unacked between receiving and running it, a
@@ -97,7 +80,7 @@ this it would take the GIL from that thread first. Only after an idle wait: a bu
 never sleeps here."""
 
 
-class CeleryRedisBroker(CeleryBroker):
+class CeleryRedisBroker(CeleryRedisInspection, CeleryBroker):
     """kombu's Redis transport layout with reliable batch fetch (see the module docstring).
 
     Options (kombu's transport options of the same name where there is one):
@@ -168,17 +151,38 @@ class CeleryRedisBroker(CeleryBroker):
 
     def publish_messages(self, queue: str, messages: Sequence[CeleryMessage]) -> None:
         """LPUSH each message's envelope onto its priority list of ``queue``; one round trip."""
+        self._push(queue, self._envelopes(queue, messages))
+
+    def publish_messages_later(self, queue: str, messages: Sequence[CeleryMessage]
+                               ) -> Callable[[], None]:
+        """:meth:`publish_messages` with the LPUSHes sent now and their replies read (errors
+        raised) by the call returned; at once where the lane is busy or ``queue`` is new."""
+        by_list = self._envelopes(queue, messages)
+        pending = (self.lane.begin([("LPUSH", key, *items) for key, items in by_list.items()])
+                   if by_list and queue in self._bound else None)
+        if pending is None:
+            self._push(queue, by_list)
+            return lambda: None
+
+        def read() -> None:
+            for reply in pending.read():
+                if isinstance(reply, Exception):
+                    raise reply
+        return read
+
+    def _envelopes(self, queue: str, messages: Sequence[CeleryMessage]
+                   ) -> dict[str, list[bytes]]:
         by_list: dict[str, list[bytes]] = {}
         for msg in messages:
             raw = to_envelope(msg, routing_key=queue)
             by_list.setdefault(self.keys.list_for(queue, msg.priority), []).append(raw)
-        self._push(queue, by_list)
+        return by_list
 
     def publish_raw(self, queue: str, bodies: Sequence[bytes]) -> None:
         """LPUSH already-encoded envelopes (their priority picks the list), one round trip."""
         by_list: dict[str, list[bytes]] = {}
         for raw in bodies:
-            by_list.setdefault(self.keys.list_for(queue, _priority_of(raw)), []).append(raw)
+            by_list.setdefault(self.keys.list_for(queue, priority_of(raw)), []).append(raw)
         self._push(queue, by_list)
 
     def _push(self, queue: str, by_list: dict[str, list[bytes]]) -> None:
@@ -220,20 +224,40 @@ class CeleryRedisBroker(CeleryBroker):
         """The take script sent now, its deliveries read by the call returned."""
         if queue not in self._queues or max_count < 1:
             return None
-        tags = [str(d.tag) for d in ack]
+        tags = [str(d.tag) for d in ack]  # released once the take's reply is read
         keys, args = self._take_args(queue, max_count, tags)
         pending = self.lane.begin([("EVALSHA", self.scripts.take.sha, len(keys), *keys, *args)])
         if pending is None:
             return None
-        for delivery in ack:
-            self._release(delivery)
 
         def read() -> list[Delivery]:
             (reply,) = pending.read()
+            for delivery in ack:
+                self._release(delivery)
             if isinstance(reply, redis.ResponseError):  # NOSCRIPT, an ACL: nothing ran
                 return self._deliveries(queue, self._take(queue, max_count, tags))
             return self._deliveries(queue, self._taken(queue, reply))
         return read
+
+    def unknown_held(self, queue: str, known: Sequence[Delivery]) -> list[Delivery]:
+        """What this worker's last take of ``queue`` left in kombu's unacked beyond ``known``
+        (a take whose reply an outage lost), as deliveries held from now on."""
+        raw = self.client.get(self.keys.taken(queue, self.worker_id))
+        taken = json.loads(raw) if raw else []
+        seen = {str(d.tag) for d in known}
+        lost = [t for t in taken if type(t) is str and t not in seen]
+        if not lost:
+            return []
+        records = cast("list[bytes | None]",
+                       self.client.hmget(self.keys.key(self.keys.unacked), lost))
+        items = []
+        for tag, record in zip(lost, records, strict=True):
+            try:  # acked or restored meanwhile: None
+                items.append((json.dumps(json.loads(record or b"null")[0]).encode(),
+                              tag.encode()))
+            except (ValueError, TypeError, IndexError, KeyError):
+                continue
+        return self._deliveries(queue, items)
 
     def _wait(self, queue: str, count: int, seconds: float) -> list[tuple[bytes, bytes]]:
         """One blocked wait: lease, BLMOVE into our staging list (its reply, the message,
@@ -268,7 +292,7 @@ class CeleryRedisBroker(CeleryBroker):
         keys = [self.keys.key(self.keys.unacked), self.keys.key(self.keys.unacked_index),
                 self.keys.dead(queue), self.keys.staging(queue, self.worker_id),
                 self.keys.stage(queue, self.worker_id), self.keys.dead_seq(queue),
-                *self.keys.lists(queue)]
+                self.keys.taken(queue, self.worker_id), *self.keys.lists(queue)]
         return keys, [max(count, 0), repr(time.time()), self.max_message_bytes, queue,
                       now_rfc3339(), self.gate, self.max_dead_letters,
                       self.keys.dead_body_prefix(queue), *acks]
@@ -355,7 +379,7 @@ class CeleryRedisBroker(CeleryBroker):
             self._move_unacked(tag, [self.keys.delayed(delivery.queue)], payload, "zadd",
                                score=time.time() + delay)
         else:
-            target = self.keys.list_for(delivery.queue, _priority_of(delivery.body))
+            target = self.keys.list_for(delivery.queue, priority_of(delivery.body))
             self._move_unacked(tag, [target], payload, "lpush")
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
@@ -486,7 +510,7 @@ class CeleryRedisBroker(CeleryBroker):
             self._park(Delivery(raw, queue, tag),
                        f"no queue bound to exchange {exchange!r} with key {routing_key!r}")
             return 0
-        pri = _priority_of(raw)
+        pri = priority_of(raw)
         targets = [self.keys.list_for(q, pri) for q in queues]
         return int(self._move_unacked(tag, targets, payload, "rpush", expected=record))
 
@@ -509,7 +533,7 @@ class CeleryRedisBroker(CeleryBroker):
         """Put what this broker still holds back at the front of its queues (kombu's
         shutdown restore) and give back anything staged."""
         for tag, delivery in reversed(self._held.items()):  # newest first, as kombu pops
-            target = self.keys.list_for(delivery.queue, _priority_of(delivery.body))
+            target = self.keys.list_for(delivery.queue, priority_of(delivery.body))
             self._move_unacked(tag, [target], mark_redelivered(delivery.body), "rpush")
         self._held.clear()
         for queue in list(self._queues):
@@ -520,88 +544,6 @@ class CeleryRedisBroker(CeleryBroker):
         self._queues.clear()
         self.lane.close()
         self.client.close()
-
-    # ------------------------------------------------------------ inspection, dead letters
-
-    def queue_depth(self, queue: str) -> int:
-        """Messages waiting in ``queue``, every priority list."""
-        pipe = self.client.pipeline(transaction=False)
-        for key in self.keys.lists(queue):
-            pipe.llen(key)
-        return sum(cast("list[int]", pipe.execute()))
-
-    def peek(self, queue: str, count: int) -> list[bytes]:
-        """The next ``count`` envelopes in consumption order, left in place."""
-        out: list[bytes] = []
-        for key in self.keys.lists(queue):
-            if len(out) >= count:
-                break
-            items = cast("list[bytes]", self.client.lrange(key, -(count - len(out)), -1))
-            out.extend(reversed(items))
-        return out
-
-    def unacked(self, limit: int = 100) -> list[UnackedEntry]:
-        """The oldest ``limit`` records of kombu's unacked hash (Celery's and ours)."""
-        index = cast("list[tuple[bytes, float]]", self.client.zrange(
-            self.keys.key(self.keys.unacked_index), 0, limit - 1, withscores=True))
-        if not index:
-            return []
-        records = cast("list[bytes | None]", self.client.hmget(
-            self.keys.key(self.keys.unacked), [tag for tag, _ in index]))
-        out = []
-        for (tag, score), record in zip(index, records, strict=True):
-            envelope, exchange, routing_key = None, "", ""
-            if record is not None:
-                try:
-                    parsed, exchange, routing_key = json.loads(record)
-                    envelope = json.dumps(parsed).encode("utf-8")
-                except (ValueError, TypeError):
-                    envelope = record
-            out.append(UnackedEntry(tag.decode(), score, envelope, str(exchange),
-                                    str(routing_key)))
-        return out
-
-    def dead_count(self, queue: str) -> int:
-        """Dead letters parked for ``queue``."""
-        return int(self.client.llen(self.keys.dead(queue)))
-
-    def delayed_count(self, queue: str) -> int:
-        """Envelopes waiting in ``queue``'s delayed ZSET."""
-        return int(self.client.zcard(self.keys.delayed(queue)))
-
-    def dead_letters(self, queue: str, start: int = 0, stop: int = -1) -> list[dict[str, Any]]:
-        """Dead-letter entries of ``queue`` (LRANGE semantics)."""
-        raw = cast("list[bytes]", self.client.lrange(self.keys.dead(queue), start, stop))
-        return [read_envelope(entry) for entry in raw]
-
-    def replay_dead(self, queue: str, count: int = 0) -> int:
-        """Move up to ``count`` (0: all) dead letters back to the back of ``queue``, raw."""
-        return self._take_dead(queue, count, drop=False)
-
-    def delete_dead(self, queue: str, count: int = 0) -> int:
-        """Delete the oldest ``count`` (0: all) dead letters of ``queue`` (and kept bodies)."""
-        return self._take_dead(queue, count, drop=True)
-
-    def _take_dead(self, queue: str, count: int, *, drop: bool) -> int:
-        dead = self.keys.dead(queue)
-        total = 0
-        if count <= 0:  # what is parked now: a live worker may park a replayed one again
-            count = int(self.client.llen(dead))
-        while total < count:
-            size = min(BATCH, count - total)
-            entries = cast("list[bytes]", self.client.lrange(dead, 0, size - 1))
-            if not entries:
-                break
-            args: list[bytes | str] = []
-            for entry in entries:
-                body, ref = envelope_parts(entry)
-                target = "" if drop else self.keys.list_for(queue, _priority_of(body))
-                args += [entry, body, target, ref]
-            moved = int(self.scripts.replay(keys=[dead], args=args))
-            total += moved
-            if moved == 0:
-                break
-        return total
 
 
 def _topic_match(pattern: str, routing_key: str) -> bool:

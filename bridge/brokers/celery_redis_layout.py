@@ -19,6 +19,8 @@ Ours, under ``bridge:celery:`` (Celery never reads them):
 * ``stage:<queue>:<worker>``: a one-item list where a script sizes a message before it
   reads it (empty between calls).
 * ``delayed:<queue>``: ZSET of envelopes requeued with a delay, scored by the due time.
+* ``taken:<queue>:<worker>``: the delivery tags of the worker's last take (JSON list, a
+  day's TTL), so a worker that lost a take's reply finds what it took.
 * ``staging:<queue>:<worker>``: LIST a blocked fetch BLMOVEs into (one item at a time);
   ``lease:<queue>:<worker>``: a string with a TTL while the worker may have items staged;
   ``stagers:<queue>``: SET of those workers. A staged item whose lease expired goes back.
@@ -122,7 +124,8 @@ end
 TAKE = _CHECK + """
 -- Reliable batch fetch. KEYS: unacked, unacked_index, dead list, staging list (what blocked
 -- waits moved), stage (a one-item list, empty between calls), the large parked bodies'
--- counter, then the queue's priority lists in consumption order. ARGV: count, now,
+-- counter, the record of this worker's last take, then the queue's priority lists in
+-- consumption order. ARGV: count, now,
 -- max_size, queue, time, gate (see redis_dead; 0: read messages before sizing them),
 -- dead-list cap, large bodies' prefix, then delivery tags to ack first.
 -- Acks (HDEL + ZREM), then takes what is staged plus up to ``count`` items from the right of
@@ -176,11 +179,13 @@ local function take_from(list, want)  -- up to ``want`` from the right (consumin
 end
 local staged = redis.call('LLEN', staging)
 if staged > 0 then take_from(staging, staged) end
-for k = 7, #KEYS do
+for k = 8, #KEYS do
   local want = count - #items
   if want < 1 or read >= READ_BUDGET then break end
   take_from(KEYS[k], want)
 end
+-- the tags taken, for a worker that loses this reply (CeleryRedisBroker.unknown_held)
+redis.call('SET', KEYS[7], #tags > 0 and cjson.encode(tags) or '[]', 'EX', 86400)
 return {items, tags, reasons, dropped}
 """
 
@@ -344,6 +349,10 @@ class CeleryKeys:
     def dead(self, queue: str) -> str:
         """Dead-letter list of ``queue``."""
         return f"{self.prefix}{OURS}dead:{queue}"
+
+    def taken(self, queue: str, worker: str) -> str:
+        """The tags of ``worker``'s last take from ``queue`` (JSON; a day)."""
+        return f"{self.prefix}{OURS}taken:{queue}:{worker}"
 
     def dead_seq(self, queue: str) -> str:
         """The counter naming the large bodies parked aside for ``queue``."""

@@ -177,7 +177,7 @@ class CeleryToMachinery(Side):
         return batch
 
     def abandon(self, batch: _Batch) -> None:
-        self._give_back([*batch.acks, *(d for d, _ in batch.parks)])
+        self.give_back([*batch.acks, *(d for d, _ in batch.parks)])
 
     def send(self, batch: _Batch) -> Callable[[], list[Delivery]]:
         """Track, then send the batch's tasks without waiting for machinery's broker; the
@@ -186,14 +186,14 @@ class CeleryToMachinery(Side):
         try:
             sending = self._send_begin(batch.sigs, batch.tracked, batch.metas, [])
         except Exception:
-            self._give_back(held)
+            self.give_back(held)
             raise
 
         def finish() -> list[Delivery]:
             try:
                 refused_states = sending()
             except Exception:
-                self._give_back(held)
+                self.give_back(held)
                 raise
             acks = self._drop_refused(refused_states, batch.sent, batch.acks, batch.parks)
             self._park(batch.parks)
@@ -326,13 +326,6 @@ class CeleryToMachinery(Side):
                 log.exception("could not park a message of %s; it stays unacked",
                               delivery.queue)
 
-    def _give_back(self, deliveries: Sequence[Delivery]) -> None:
-        for delivery in deliveries:
-            try:
-                self.source.requeue(delivery)
-            except Exception:
-                log.exception("could not give a message back to %s", delivery.queue)
-
     # ------------------------------------------------------------------ chords
 
     def _hold(self, delivery: Delivery, ctask: CeleryTask) -> None:
@@ -385,7 +378,7 @@ class CeleryToMachinery(Side):
         try:
             refused_states = self._send(sigs, tracked, [], [(group, [s.uuid for s in sigs])])
         except Exception:
-            self._give_back(deliveries)
+            self.give_back(deliveries)
             raise
         parks: list[tuple[Delivery, str]] = []
         deliveries = self._drop_refused(refused_states, {

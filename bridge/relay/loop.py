@@ -120,6 +120,8 @@ class Relay:
         self._prefetch = Prefetch(side.consumer, side.queue, self.options.batch)
         self._sending: Callable[[], list[Delivery]] | None = None
         """The batch whose writes were sent and not yet waited for (Side.send)."""
+        self._sending_deliveries: list[Delivery] = []
+        self._failed = False
         self.outage_level = logging.WARNING
         """Of its "unreachable" and "reconnected" lines (DEBUG in a helper process, whose
         outages the run's process says)."""
@@ -153,6 +155,7 @@ class Relay:
                         ended_tasks = self.carry(limit)
                         schedule.read(limit, began, time.monotonic(), ended_tasks)
                 except Exception as exc:  # said once per outage; the turn is tried again
+                    self._failed = True
                     self.signals.pause(outage.failed(exc))
                     continue
                 finally:
@@ -165,6 +168,8 @@ class Relay:
         side = self.side
         deliveries = self._prefetched()
         side.maintain()
+        if self._failed:  # a take whose reply the failure lost: relay what it took now
+            deliveries = [*self._adopt(), *(deliveries or [])]
         if not deliveries:  # none prefetched, or the queue was empty then: wait here
             self._sent()
             timeout = self.options.fetch_timeout
@@ -187,6 +192,7 @@ class Relay:
                 side.abandon(prepared)
                 raise
             self._sending = side.send(prepared)
+            self._sending_deliveries = deliveries
         self._acks += side.settle()
 
     def _sent(self) -> None:
@@ -194,6 +200,20 @@ class Relay:
         sending, self._sending = self._sending, None
         if sending is not None:
             self._acks += sending()
+        self._sending_deliveries = []
+
+    def _adopt(self) -> list[Delivery]:
+        """After a failed turn: what the broker holds for this relay beyond what it knows
+        (a take whose reply was lost), to be relayed now rather than when the broker's
+        recovery gives it back (kombu: after ``visibility_timeout``)."""
+        side = self.side
+        known = [*self._acks, *self._sending_deliveries, *side.held(), *side.unreturned]
+        found = side.consumer.unknown_held(side.queue, known)
+        self._failed = False
+        if found:
+            log.warning("%d message(s) of %s were taken by a call whose reply was lost: "
+                        "relaying them now", len(found), side.queue)
+        return found
 
     def _prefetched(self) -> list[Delivery] | None:
         """The batch the last turn started fetching (None: none); a failed fetch's acks

@@ -20,13 +20,15 @@ Semantics that differ and cannot be bridged: a Celery link gets the parent's res
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
 from bridge.backends.base import Backend, new_state
 from bridge.backends.celery_redis import READY_STATES, CeleryRedisBackend
 from bridge.brokers.base import Broker, CeleryBroker, Delivery
+from bridge.brokers.celery_redis import CeleryRedisBroker
 from bridge.endpoints import Endpoint
 from bridge.errors import (
     ArgTranslationError,
@@ -69,6 +71,19 @@ __all__ = ["MachineryToCelery", "error_text", "typed_results"]
 log = logging.getLogger("bridge.relay")
 
 
+@dataclass(slots=True)
+class _Batch:
+    """One fetch, translated (:meth:`MachineryToCelery.prepare`)."""
+
+    messages: list[CeleryMessage] = field(default_factory=list)
+    tracked: list[Tracked] = field(default_factory=list)
+    states: list[TaskState] = field(default_factory=list)
+    chord_sizes: dict[str, int] = field(default_factory=dict)
+    parks: list[tuple[Delivery, str]] = field(default_factory=list)
+    acks: list[Delivery] = field(default_factory=list)
+    sent: dict[str, tuple[Delivery, CeleryMessage]] = field(default_factory=dict)
+
+
 class MachineryToCelery(Side):
     """Consumes a machinery queue, publishes to a Celery queue (see the module docstring)."""
 
@@ -95,21 +110,19 @@ class MachineryToCelery(Side):
     # ------------------------------------------------------------------ tasks out
 
     def relay(self, deliveries: list[Delivery]) -> list[Delivery]:
+        return self.send(self.prepare(deliveries))()
+
+    def prepare(self, deliveries: list[Delivery]) -> _Batch:
+        """Decode and translate ``deliveries``; what is sent, tracked, stored and parked."""
+        batch = _Batch()
         decoded: list[tuple[Delivery, Signature]] = []
-        parks: list[tuple[Delivery, str]] = []
         for delivery in deliveries:
             try:
                 decoded.append((delivery, Signature.from_json(delivery.body)))
             except DecodeError as exc:
-                parks.append((delivery, f"undecodable machinery message: {exc}"))
+                batch.parks.append((delivery, f"undecodable machinery message: {exc}"))
         members = self._group_members({s.group_uuid for _, s in decoded
                                        if s.group_uuid and s.chord_callback is not None})
-        messages: list[CeleryMessage] = []
-        tracked: list[Tracked] = []
-        states: list[TaskState] = []
-        chord_sizes: dict[str, int] = {}
-        acks: list[Delivery] = []
-        sent: dict[str, tuple[Delivery, CeleryMessage]] = {}
         for delivery, sig in decoded:
             try:
                 message = self._translate(sig, members)
@@ -117,43 +130,66 @@ class MachineryToCelery(Side):
                 why = clip(str(exc)) if isinstance(exc, BridgeError) else describe(exc)
                 reason = f"cannot translate task {sig.name} ({sig.uuid}) for Celery: {why}"
                 log.error("%s; parked in dead letters", reason)
-                parks.append((delivery, reason))
+                batch.parks.append((delivery, reason))
                 if sig.uuid:
-                    states.append(new_state(sig, FAILURE, error=reason))
+                    batch.states.append(new_state(sig, FAILURE, error=reason))
                 continue
-            messages.append(message)
-            acks.append(delivery)
+            batch.messages.append(message)
+            batch.acks.append(delivery)
             if sig.uuid:
-                states.append(new_state(sig, RECEIVED))
-                sent[sig.uuid] = (delivery, message)
-            tracked += track_signature(sig, group=None, parent=None, chain_failure=DROP,
-                                       chord_failure=None)
+                batch.states.append(new_state(sig, RECEIVED))
+                batch.sent[sig.uuid] = (delivery, message)
+            batch.tracked += track_signature(sig, group=None, parent=None,
+                                             chain_failure=DROP, chord_failure=None)
             if sig.chord_callback is not None and sig.group_uuid:
-                chord_sizes[sig.group_uuid] = sig.group_task_count
+                batch.chord_sizes[sig.group_uuid] = sig.group_task_count
+        return batch
+
+    def abandon(self, batch: _Batch) -> None:
+        self.give_back([*batch.acks, *(d for d, _ in batch.parks)])
+
+    def send(self, batch: _Batch) -> Callable[[], list[Delivery]]:
+        """Track, RECEIVED, chord sizes, then the Celery messages sent without waiting; the
+        call returned waits for them, parks what was refused and gives the deliveries to
+        ack."""
         try:
-            self.inflight.add(tracked)
-            if states:
+            self.inflight.add(batch.tracked)
+            if batch.states:
                 try:
-                    self.backend.set_states(states)
+                    self.backend.set_states(batch.states)
                 except StatesRefused as exc:  # the others are written: these are not sent
-                    messages, acks = self._drop_refused(exc.refused, sent, messages, acks,
-                                                        parks)
-            for group, size in chord_sizes.items():
+                    batch.messages, batch.acks = self._drop_refused(
+                        exc.refused, batch.sent, batch.messages, batch.acks, batch.parks)
+            for group, size in batch.chord_sizes.items():
                 self.results.set_chord_size(group, size)
-            if messages:
-                self.broker.publish_messages(self.target_queue, messages)
+            publishing = self._publish_later(batch.messages)
         except Exception:
-            for delivery in [*acks, *(d for d, _ in parks)]:
-                self._requeue(delivery)
+            self.abandon(batch)
             raise
-        for delivery, reason in parks:
+
+        def finish() -> list[Delivery]:
             try:
-                self.source.dead_letter(delivery, reason)
-                self.stats["parked"] += 1
+                publishing()
             except Exception:
-                log.exception("could not park a message of %s", delivery.queue)
-        self.stats["relayed"] += len(messages)
-        return acks
+                self.abandon(batch)
+                raise
+            for delivery, reason in batch.parks:
+                try:
+                    self.source.dead_letter(delivery, reason)
+                    self.stats["parked"] += 1
+                except Exception:
+                    log.exception("could not park a message of %s", delivery.queue)
+            self.stats["relayed"] += len(batch.messages)
+            return batch.acks
+        return finish
+
+    def _publish_later(self, messages: list[CeleryMessage]) -> Callable[[], None]:
+        if not messages:
+            return lambda: None
+        if isinstance(self.broker, CeleryRedisBroker):
+            return self.broker.publish_messages_later(self.target_queue, messages)
+        self.broker.publish_messages(self.target_queue, messages)
+        return lambda: None
 
     def _translate(self, sig: Signature, members: dict[str, list[str]]) -> CeleryMessage:
         quick = quick_message(sig)  # a plain call from Celery: the same message, quicker
@@ -202,12 +238,6 @@ class MachineryToCelery(Side):
         self.inflight.remove(list(refused))
         return ([m for m in messages if id(m) not in dropped],
                 [d for d in acks if id(d) not in dropped])
-
-    def _requeue(self, delivery: Delivery) -> None:
-        try:
-            self.source.requeue(delivery)
-        except Exception:
-            log.exception("could not give a message back to %s", delivery.queue)
 
     # ------------------------------------------------------------------ results back
 

@@ -12,6 +12,7 @@ result was written, so a crash in between writes the same result again (idempote
 from __future__ import annotations
 
 import json
+import logging
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
@@ -24,9 +25,12 @@ import msgspec
 import redis
 
 from bridge.brokers.base import Consumer, Delivery
+from bridge.outage import is_outage
 from bridge.protocol.machinery import Signature
 from bridge.redislane import Lane
 from bridge.schema import TaskSchema
+
+log = logging.getLogger("bridge.relay")
 
 __all__ = ["CHORD", "DROP", "FAIL", "InFlight", "Outcome", "RelayOptions", "Side", "Tracked",
            "chord_error", "inflight_key", "point_at", "track_signature"]
@@ -216,6 +220,8 @@ class Side(ABC):
         self.inflight = inflight
         self.options = options
         self.stats: Counter[str] = Counter()
+        self._unreturned: list[Delivery] = []
+        """Deliveries to give back that the broker could not take yet (unreachable)."""
 
     @abstractmethod
     def relay(self, deliveries: list[Delivery]) -> list[Delivery]:
@@ -237,8 +243,28 @@ class Side(ABC):
     def abandon(self, prepared: Any) -> None:
         """Give back to their queue the deliveries ``prepared`` holds (it will not be sent).
         """
-        for delivery in prepared:
-            self.consumer.requeue(delivery)
+        self.give_back(prepared)
+
+    @property
+    def unreturned(self) -> list[Delivery]:
+        """Deliveries waiting to be given back (the broker was unreachable)."""
+        return list(self._unreturned)
+
+    def give_back(self, deliveries: Sequence[Delivery]) -> None:
+        """Requeue ``deliveries``. While the broker is unreachable the rest are kept (held,
+        unacked) and given back by :meth:`maintain` once it answers: one failed call, not
+        a retrying call each."""
+        pending, self._unreturned = [*self._unreturned, *deliveries], []
+        for index, delivery in enumerate(pending):
+            try:
+                self.consumer.requeue(delivery)
+            except Exception as exc:
+                if is_outage(exc):
+                    self._unreturned = pending[index:]
+                    log.debug("%d message(s) of %s to give back once the broker answers",
+                                len(self._unreturned), delivery.queue)
+                    return
+                log.exception("could not give a message back to %s", delivery.queue)
 
     def settle(self) -> list[Delivery]:
         """Per-turn upkeep (held chord headers); deliveries that can be acknowledged now."""
@@ -257,6 +283,10 @@ class Side(ABC):
         """Store the outcomes in the producing side's result backend (one round trip)."""
 
     def maintain(self) -> None:
+        if self._unreturned:
+            self.give_back([])
+            if self._unreturned:  # still unreachable: the turn waits the outage out
+                raise ConnectionError("the broker does not take messages back yet")
         self.consumer.maintain()
 
     @abstractmethod
