@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -109,9 +108,9 @@ class EncodedSignature(Signature):
         return self.encoded
 
 
-@dataclass(frozen=True, slots=True)
-class QuickCall:
-    """A plain Celery call read the quick way, and its machinery Signature's JSON."""
+class QuickCall(msgspec.Struct, frozen=True):
+    """A plain Celery call read the quick way, and its machinery Signature's JSON (a
+    msgspec struct: made for every message, a tenth of a frozen dataclass's time)."""
 
     name: str
     id: str

@@ -43,7 +43,7 @@ from bridge.errors import (
 )
 from bridge.protocol.celery import CeleryTask, decode_task
 from bridge.protocol.celery_canvas import CeleryTranslationError, to_signature
-from bridge.protocol.celery_quick import quick_signature
+from bridge.protocol.celery_quick import QuickCall, quick_signature
 from bridge.protocol.machinery import PENDING, Signature, TaskState
 from bridge.redis_send import OneTripSend
 from bridge.relay.track import (
@@ -77,7 +77,7 @@ class _Batch:
     metas: list[TaskMeta] = field(default_factory=list)
     parks: list[tuple[Delivery, str]] = field(default_factory=list)
     acks: list[Delivery] = field(default_factory=list)
-    sent: dict[str, tuple[Delivery, CeleryTask]] = field(default_factory=dict)
+    sent: dict[str, tuple[Delivery, CeleryTask | QuickCall]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -136,13 +136,17 @@ class CeleryToMachinery(Side):
         sigs, tracked, metas, parks = batch.sigs, batch.tracked, batch.metas, batch.parks
         acks, sent = batch.acks, batch.sent
         now = datetime.now(UTC)
+        since = now.timestamp()
         for fetched in deliveries:
             quick = self._quick(fetched)
             if quick is not None:
-                plain, call = quick
+                plain = quick.signature()
                 sigs.append(plain)
-                sent[plain.uuid] = (fetched, call)
-                tracked += self._track(plain, call)
+                sent[plain.uuid] = (fetched, quick)
+                if quick.headers.get("ignore_result") is not True:  # _track's, for a leaf
+                    tracked.append(Tracked(plain.uuid, plain.name, since,
+                                           _group_of(quick.headers),
+                                           _parent_of(quick.headers)))
                 acks.append(fetched)
                 continue
             delivery = self._message_of(fetched)
@@ -201,10 +205,9 @@ class CeleryToMachinery(Side):
             return acks
         return finish
 
-    def _quick(self, delivery: Delivery) -> tuple[Signature, CeleryTask] | None:
+    def _quick(self, delivery: Delivery) -> QuickCall | None:
         """A plain call that needs no expiry, chord or schema check, translated the quick
-        way (bridge.protocol.celery_quick: the same Signature), with the CeleryTask its
-        tracking and refusal read (name, id, headers); else None."""
+        way (bridge.protocol.celery_quick: the same Signature); else None."""
         if self._raw_source is None:
             return None
         quick = quick_signature(delivery.body, self.target_queue, self.options.accept,
@@ -212,7 +215,7 @@ class CeleryToMachinery(Side):
         if (quick is None or quick.tag != delivery.tag
                 or quick.headers.get("expires") is not None):
             return None
-        return quick.signature(), CeleryTask(quick.name, quick.id, headers=quick.headers)
+        return quick
 
     def _message_of(self, delivery: Delivery) -> Delivery | None:
         """``delivery`` with its kombu message (fetched undecoded: read now, or parked by
@@ -303,15 +306,18 @@ class CeleryToMachinery(Side):
         return refused
 
     def _drop_refused(self, refused: dict[str, str],
-                      sent: dict[str, tuple[Delivery, CeleryTask]], acks: list[Delivery],
-                      parks: list[tuple[Delivery, str]]) -> list[Delivery]:
+                      sent: dict[str, tuple[Delivery, CeleryTask | QuickCall]],
+                      acks: list[Delivery], parks: list[tuple[Delivery, str]]
+                      ) -> list[Delivery]:
         """The messages whose PENDING was refused: a FAILURE meta each, parked, not acked."""
         if not refused:
             return acks
         metas: list[TaskMeta] = []
         dropped = set()
         for uuid, why in refused.items():
-            delivery, ctask = sent[uuid]
+            delivery, call = sent[uuid]
+            ctask = (call if isinstance(call, CeleryTask)
+                     else CeleryTask(call.name, call.id, headers=call.headers))
             dropped.add(id(delivery))
             self._refuse(delivery, ctask, ForeignKeyError(why), metas, parks)
         self.results.store_many(metas)
@@ -448,6 +454,18 @@ class CeleryToMachinery(Side):
                 closable.close()
             except Exception:
                 log.debug("closing %r failed", closable, exc_info=True)
+
+
+def _group_of(headers: dict[str, Any]) -> str | None:
+    """``CeleryTask.group`` of a call's headers."""
+    value = headers.get("group") or headers.get("taskset")
+    return value if isinstance(value, str) and value else None
+
+
+def _parent_of(headers: dict[str, Any]) -> str | None:
+    """``CeleryTask.parent_id`` of a call's headers."""
+    value = headers.get("parent_id")
+    return value if isinstance(value, str) else None
 
 
 def _untranslatable(exc: Exception) -> Exception:
