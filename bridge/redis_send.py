@@ -25,12 +25,14 @@ from bridge.protocol.machinery import PENDING, Signature, TaskState
 from bridge.redisconn import RedisClient
 from bridge.redislane import run_script
 
+__all__ = ["CHUNK", "OneTripSend", "server_of"]
+
 CHUNK = 200
 """Tasks per script call of ``send_many``: small enough that Redis runs one while the next
 is made, large enough that a call's overhead is shared."""
 
 
-def _server(client: RedisClient) -> tuple[object, ...] | None:
+def server_of(client: RedisClient) -> tuple[object, ...] | None:
     """Where a plain client connects (host, port, socket, db, user); None when unknown."""
     if isinstance(client, redis.cluster.RedisCluster):
         return None
@@ -58,8 +60,8 @@ class OneTripSend:
         """The one-trip sender when ``backend`` and ``broker`` share a Redis server."""
         if not isinstance(backend, RedisBackend) or type(broker) is not RedisBroker:
             return None
-        here = _server(backend.client)
-        if here is None or here != _server(broker.layout.client):
+        here = server_of(backend.client)
+        if here is None or here != server_of(broker.layout.client):
             return None
         return cls(backend, broker)
 

@@ -141,6 +141,8 @@ for i = 1, nkeys do
 end
 """
 _SPLICE_MANY_SCRIPT = "local nkeys = #KEYS" + _SPLICE_LOOP + "return out\n"
+SPLICE_LOOP = _SPLICE_LOOP
+"""For scripts that write states as ``set_states`` does and then more (after ``nkeys``)."""
 
 # The PENDING states of KEYS[1..n] as above (ARGV[1..4n+1]), then RPUSH onto KEYS[n+1] the
 # messages ARGV[4n+1+i] of the states written, in order: machinery's SendTask (one task or a

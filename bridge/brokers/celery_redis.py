@@ -153,23 +153,6 @@ class CeleryRedisBroker(CeleryRedisInspection, CeleryBroker):
         """LPUSH each message's envelope onto its priority list of ``queue``; one round trip."""
         self._push(queue, self._envelopes(queue, messages))
 
-    def publish_messages_later(self, queue: str, messages: Sequence[CeleryMessage]
-                               ) -> Callable[[], None]:
-        """:meth:`publish_messages` with the LPUSHes sent now and their replies read (errors
-        raised) by the call returned; at once where the lane is busy or ``queue`` is new."""
-        by_list = self._envelopes(queue, messages)
-        pending = (self.lane.begin([("LPUSH", key, *items) for key, items in by_list.items()])
-                   if by_list and queue in self._bound else None)
-        if pending is None:
-            self._push(queue, by_list)
-            return lambda: None
-
-        def read() -> None:
-            for reply in pending.read():
-                if isinstance(reply, Exception):
-                    raise reply
-        return read
-
     def _envelopes(self, queue: str, messages: Sequence[CeleryMessage]
                    ) -> dict[str, list[bytes]]:
         by_list: dict[str, list[bytes]] = {}

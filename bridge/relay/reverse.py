@@ -19,6 +19,7 @@ Semantics that differ and cannot be bridged: a Celery link gets the parent's res
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,7 +29,6 @@ from typing import Any, cast
 from bridge.backends.base import Backend, new_state
 from bridge.backends.celery_redis import READY_STATES, CeleryRedisBackend
 from bridge.brokers.base import Broker, CeleryBroker, Delivery
-from bridge.brokers.celery_redis import CeleryRedisBroker
 from bridge.endpoints import Endpoint
 from bridge.errors import (
     ArgTranslationError,
@@ -52,6 +52,7 @@ from bridge.protocol.machinery import (
     TaskResult,
     TaskState,
 )
+from bridge.relay.one_trip_back import OneTripBack, Written
 from bridge.relay.track import (
     DROP,
     InFlight,
@@ -77,7 +78,12 @@ class _Batch:
 
     messages: list[CeleryMessage] = field(default_factory=list)
     tracked: list[Tracked] = field(default_factory=list)
-    states: list[TaskState] = field(default_factory=list)
+    received: list[tuple[TaskState, CeleryMessage]] = field(default_factory=list)
+    """RECEIVED and the message of each translated task with an id."""
+    unstated: list[CeleryMessage] = field(default_factory=list)
+    """Messages of tasks without an id (no state to write)."""
+    failures: list[TaskState] = field(default_factory=list)
+    """FAILURE of each task that could not be translated."""
     chord_sizes: dict[str, int] = field(default_factory=dict)
     parks: list[tuple[Delivery, str]] = field(default_factory=list)
     acks: list[Delivery] = field(default_factory=list)
@@ -98,6 +104,9 @@ class MachineryToCelery(Side):
         self.broker = broker
         self.results = results
         self.target_queue = queue
+        self._one_trip = OneTripBack.between(backend, broker)
+        """RECEIVED and the message in one script where machinery's backend and the Celery
+        lists share a Redis database (what it leaves goes the two-step way)."""
 
     @classmethod
     def open(cls, source: Endpoint, target: Endpoint, options: RelayOptions,
@@ -132,13 +141,15 @@ class MachineryToCelery(Side):
                 log.error("%s; parked in dead letters", reason)
                 batch.parks.append((delivery, reason))
                 if sig.uuid:
-                    batch.states.append(new_state(sig, FAILURE, error=reason))
+                    batch.failures.append(new_state(sig, FAILURE, error=reason))
                 continue
             batch.messages.append(message)
             batch.acks.append(delivery)
             if sig.uuid:
-                batch.states.append(new_state(sig, RECEIVED))
+                batch.received.append((new_state(sig, RECEIVED), message))
                 batch.sent[sig.uuid] = (delivery, message)
+            else:
+                batch.unstated.append(message)
             batch.tracked += track_signature(sig, group=None, parent=None,
                                              chain_failure=DROP, chord_failure=None)
             if sig.chord_callback is not None and sig.group_uuid:
@@ -149,27 +160,26 @@ class MachineryToCelery(Side):
         self.give_back([*batch.acks, *(d for d, _ in batch.parks)])
 
     def send(self, batch: _Batch) -> Callable[[], list[Delivery]]:
-        """Track, RECEIVED, chord sizes, then the Celery messages sent without waiting; the
-        call returned waits for them, parks what was refused and gives the deliveries to
-        ack."""
+        """Track, chord sizes, then RECEIVED and the Celery messages (one script call sent
+        without waiting, where machinery's backend and the Celery lists share a Redis
+        database); the call returned reads it, sends what is left the two-step way, parks
+        what was refused and gives the deliveries to ack."""
         try:
             self.inflight.add(batch.tracked)
-            if batch.states:
-                try:
-                    self.backend.set_states(batch.states)
-                except StatesRefused as exc:  # the others are written: these are not sent
-                    batch.messages, batch.acks = self._drop_refused(
-                        exc.refused, batch.sent, batch.messages, batch.acks, batch.parks)
             for group, size in batch.chord_sizes.items():
                 self.results.set_chord_size(group, size)
-            publishing = self._publish_later(batch.messages)
+            if batch.failures:
+                with contextlib.suppress(StatesRefused):  # parked either way
+                    self.backend.set_states(batch.failures)
+            receiving = (self._one_trip.begin(self.target_queue, batch.received)
+                         if self._one_trip is not None else None)
         except Exception:
             self.abandon(batch)
             raise
 
         def finish() -> list[Delivery]:
             try:
-                publishing()
+                self._finish_sending(batch, receiving)
             except Exception:
                 self.abandon(batch)
                 raise
@@ -183,13 +193,27 @@ class MachineryToCelery(Side):
             return batch.acks
         return finish
 
-    def _publish_later(self, messages: list[CeleryMessage]) -> Callable[[], None]:
-        if not messages:
-            return lambda: None
-        if isinstance(self.broker, CeleryRedisBroker):
-            return self.broker.publish_messages_later(self.target_queue, messages)
-        self.broker.publish_messages(self.target_queue, messages)
-        return lambda: None
+    def _finish_sending(self, batch: _Batch, receiving: Callable[[], Written] | None
+                        ) -> None:
+        """What one trip left (or everything) the two-step way: RECEIVED, then publish the
+        messages of the states written; a refused task's message is parked instead."""
+        refused: dict[str, str]
+        if receiving is None:
+            refused, left = {}, batch.received
+        else:
+            refused, indexes = receiving()
+            left = [batch.received[i] for i in indexes]
+        if left:
+            try:
+                self.backend.set_states([state for state, _ in left])
+            except StatesRefused as exc:  # the others are written: these are not sent
+                refused.update(exc.refused)
+        messages = [m for s, m in left if s.task_uuid not in refused] + batch.unstated
+        if refused:
+            batch.messages, batch.acks = self._drop_refused(
+                refused, batch.sent, batch.messages, batch.acks, batch.parks)
+        if messages:
+            self.broker.publish_messages(self.target_queue, messages)
 
     def _translate(self, sig: Signature, members: dict[str, list[str]]) -> CeleryMessage:
         quick = quick_message(sig)  # a plain call from Celery: the same message, quicker

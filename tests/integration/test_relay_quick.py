@@ -7,6 +7,7 @@ records for those messages' Signatures and Go's own. The plain calls take the qu
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -148,13 +149,19 @@ def signatures() -> list[bytes]:
 
 
 def relay_back(url: str, bodies: list[bytes], quick: bool,
-               monkeypatch: pytest.MonkeyPatch) -> tuple[dict[bytes, Any], int]:
+               monkeypatch: pytest.MonkeyPatch, *, one_trip: bool = True,
+               prepare: Callable[[redis.Redis], None] = lambda client: None
+               ) -> tuple[dict[bytes, Any], int]:
     client = redis.Redis.from_url(url)
     client.flushall()
+    prepare(client)
     client.rpush("mq", *bodies)
     side = reverse.MachineryToCelery.open(parse_endpoint(f"machinery+{url}?queue=mq"),
                                           parse_endpoint(f"celery+{url}?queue=cq"),
                                           RelayOptions(), "quicktest")
+    assert side._one_trip is not None  # one Redis database: RECEIVED + LPUSH in one script
+    if not one_trip:
+        side._one_trip = None
     taken = 0
 
     def counted(sig: Any) -> Any:
@@ -174,6 +181,26 @@ def test_the_quick_relay_back_leaves_redis_as_the_exact_one(
     exact, _ = relay_back(private_redis_url, bodies, False, monkeypatch)
     assert taken >= len(plain_calls())
     assert_same(quick, exact)
+
+
+def test_received_and_publish_in_one_script_leave_redis_as_two_steps(
+        private_redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    bodies = signatures()
+    ids = [json.loads(body).get("UUID") for body in bodies]
+    foreign, odd = ids[3], ids[5]
+
+    def keys_in_the_way(client: redis.Redis) -> None:
+        client.hset(foreign, "field", "value")  # not a task state: refused, parked
+        client.set(odd, b'{"TaskUUID":"' + odd.encode() + b'","State":"PENDING"}')  # careful
+
+    one, _ = relay_back(private_redis_url, bodies, True, monkeypatch, prepare=keys_in_the_way)
+    two, _ = relay_back(private_redis_url, bodies, True, monkeypatch, one_trip=False,
+                        prepare=keys_in_the_way)
+    # the task whose stored state needs the careful write is published after the others
+    # of its batch (as machinery's one-trip send leaves it): the same messages
+    one[b"cq"], two[b"cq"] = sorted(one[b"cq"]), sorted(two[b"cq"])
+    assert_same(one, two)
+    assert len(one[b"bridge:dead:{mq}"]) == 1 and one[foreign.encode()] == [[b"field", b"value"]]
 
 
 def assert_same(quick: dict[bytes, Any], exact: dict[bytes, Any]) -> None:
