@@ -169,7 +169,7 @@ class Relay:
         deliveries = self._prefetched()
         side.maintain()
         if self._failed:  # a take whose reply the failure lost: relay what it took now
-            deliveries = [*self._adopt(), *(deliveries or [])]
+            deliveries = [*self._adopt(deliveries or []), *(deliveries or [])]
         if not deliveries:  # none prefetched, or the queue was empty then: wait here
             self._sent()
             timeout = self.options.fetch_timeout
@@ -185,7 +185,11 @@ class Relay:
         if len(deliveries) >= self.options.batch and self._prefetch.start(self._acks):
             self._acks = []  # a backlog: Redis takes the next batch while this one is relayed
         if deliveries:
-            prepared = side.prepare(deliveries)
+            try:
+                prepared = side.prepare(deliveries)
+            except Exception:  # not sent: back to the queue (what it parked is gone)
+                side.give_back(deliveries)
+                raise
             try:
                 self._sent()  # the last batch's writes ran meanwhile: acknowledge it
             except Exception:
@@ -202,12 +206,14 @@ class Relay:
             self._acks += sending()
         self._sending_deliveries = []
 
-    def _adopt(self) -> list[Delivery]:
+    def _adopt(self, fetched: list[Delivery]) -> list[Delivery]:
         """After a failed turn: what the broker holds for this relay beyond what it knows
-        (a take whose reply was lost), to be relayed now rather than when the broker's
-        recovery gives it back (kombu: after ``visibility_timeout``)."""
+        (``fetched`` just now included: a take whose reply was lost), to be relayed now
+        rather than when the broker's recovery gives it back (kombu: after
+        ``visibility_timeout``)."""
         side = self.side
-        known = [*self._acks, *self._sending_deliveries, *side.held(), *side.unreturned]
+        known = [*fetched, *self._acks, *self._sending_deliveries, *side.held(),
+                 *side.unreturned]
         found = side.consumer.unknown_held(side.queue, known)
         self._failed = False
         if found:

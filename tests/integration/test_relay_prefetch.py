@@ -138,3 +138,26 @@ def test_a_stop_gives_back_the_machinery_batch_taken_ahead(private_redis_url: st
     assert celery_values(client, "cq") == list(range(BATCH))
     assert machinery_values(client, "mq") == list(range(BATCH, COUNT))
     assert client.llen(QueueKeys.of("mq").processing(worker_id)) == 0
+
+
+def test_a_failed_turn_with_a_batch_taken_ahead_relays_each_once(
+        private_redis_url: str) -> None:
+    """After a failed turn the relay adopts what a lost take left held; the batch taken ahead
+    (read once Redis answers) is its own, not one to adopt again."""
+    client = redis.Redis.from_url(private_redis_url)
+    celery_calls(private_redis_url, "cq")
+    relay, started = relay_between(private_redis_url, "celery:cq", "machinery:mq")
+    carry = relay.carry
+    failures = [ConnectionError("Redis went away for a moment")]
+
+    def carry_once_failing(limit: int = 0) -> int:
+        if failures:
+            assert relay._prefetch.in_flight
+            raise failures.pop()
+        return carry(limit)
+
+    relay.carry = carry_once_failing  # type: ignore[method-assign]
+    run_until(relay, lambda: client.llen("mq") >= COUNT)
+    assert not failures and started.count(True) >= 2
+    assert machinery_values(client, "mq") == list(range(COUNT))
+    assert client.hlen("unacked") == 0 and client.llen("cq") == 0
