@@ -7,7 +7,7 @@ import os
 import select
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from functools import partial
 from typing import Any, cast
 
@@ -50,24 +50,6 @@ class Lane:
         """Every command's reply (a ResponseError in place of a failed command's), in one
         round trip; None when the caller must use its client instead."""
         return self._on_lane(lambda conn: self._round_trip(conn, commands))
-
-    def run_streamed(self, commands: Iterator[Sequence[Any]]) -> list[Any] | None:
-        """:meth:`run` for commands made while the server runs the ones before: each is
-        sent as soon as it is made, the replies are read once all are sent (the client's
-        and the server's work overlap). A retry sends again what was sent. None when the
-        caller must use its client instead (then ``commands`` is not consumed)."""
-        sent: list[Any] = []
-
-        def trip(conn: Any) -> list[Any]:
-            for packed in sent:  # a retry: what the lost connection may not have run
-                conn.send_packed_command(packed)
-            for command in commands:
-                packed = pack(conn, [command])
-                sent.append(packed)
-                conn.send_packed_command(packed)
-            return self._replies(conn, len(sent))
-
-        return self._on_lane(trip)
 
     def run_counted(self, commands: Sequence[Sequence[Any]]) -> tuple[list[Any] | None, int]:
         """:meth:`run`, and how many times the commands were sent (more than once: a try
@@ -130,7 +112,24 @@ class Lane:
             except BaseException:
                 self._lock.release()
                 raise
+        elif self._readable_now(self._conn):  # the server closed it (a restart) or it is out
+            self._conn.disconnect()  # of step: a write could half-succeed, so reconnect now
         return self._conn
+
+    def _readable_now(self, conn: Any) -> bool:
+        """Whether the idle connection's socket has something to read before anything was
+        sent: the server's end of file, after a restart or an idle timeout. A first write to
+        such a socket succeeds and the next one breaks, half-way through a batch."""
+        sock = conn._sock
+        return sock is not None and bool(self._poller_of(sock).poll(0))
+
+    def _poller_of(self, sock: Any) -> Any:
+        """A poll object watching ``sock`` for input (made again when the socket changes)."""
+        if self._polled is not sock:
+            self._poller = select.poll()
+            self._poller.register(sock, select.POLLIN)
+            self._polled = sock
+        return self._poller
 
     def _round_trip(self, conn: Any, commands: Sequence[Sequence[Any]]) -> list[Any]:
         conn.send_packed_command(pack(conn, commands))
@@ -162,11 +161,7 @@ class Lane:
         if self._spins_skipped < self._spins_to_skip:
             self._spins_skipped += 1
             return
-        poller = self._poller
-        if poller is None or self._polled is not sock:
-            poller = self._poller = select.poll()
-            poller.register(sock, select.POLLIN)
-            self._polled = sock
+        poller = self._poller_of(sock)
         deadline = time.perf_counter_ns() + SPIN_NS
         while not poller.poll(0):
             if time.perf_counter_ns() >= deadline:  # ran out: skip more spins before the next
@@ -284,3 +279,21 @@ def run_script(lane: Lane, script: Script, keys: Sequence[Any], args: Sequence[A
         if not isinstance(reply, redis.exceptions.NoScriptError):
             raise reply
     return script(keys=keys, args=args)
+
+
+def run_script_later(lane: Lane, script: Script, keys: Sequence[Any], args: Sequence[Any]
+                     ) -> Callable[[], Any] | None:
+    """:func:`run_script` sent now through ``lane`` and read by the call returned (which
+    raises a failed script's error); None when the lane is busy (nothing sent)."""
+    pending = lane.begin([("EVALSHA", script.sha, len(keys), *keys, *args)])
+    if pending is None:
+        return None
+
+    def read() -> Any:
+        (reply,) = pending.read()
+        if isinstance(reply, redis.exceptions.NoScriptError):  # nothing ran: the client's
+            return script(keys=keys, args=args)  # way loads it
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+    return read

@@ -65,7 +65,7 @@ from bridge.protocol.kombu_envelope import (
     to_envelope,
 )
 from bridge.redisconn import RedisClient, connect
-from bridge.redislane import Lane, run_script
+from bridge.redislane import Lane, run_script, run_script_later
 
 __all__ = ["CeleryRedisBroker", "UnackedEntry"]
 
@@ -143,6 +143,11 @@ class CeleryRedisBroker(CeleryRedisInspection, CeleryBroker):
 
     # ------------------------------------------------------------ producing
 
+    def declared(self, queue: str) -> None:
+        """:meth:`declare_queue` unless this broker did already."""
+        if queue not in self._bound:
+            self.declare_queue(queue)
+
     def declare_queue(self, queue: str, pipe: Any = None) -> None:
         """Write the binding Celery writes for its queue ``queue`` (exchange and key alike)."""
         target = pipe if pipe is not None else self.client
@@ -209,17 +214,18 @@ class CeleryRedisBroker(CeleryRedisInspection, CeleryBroker):
             return None
         tags = [str(d.tag) for d in ack]  # released once the take's reply is read
         keys, args = self._take_args(queue, max_count, tags)
-        pending = self.lane.begin([("EVALSHA", self.scripts.take.sha, len(keys), *keys, *args)])
-        if pending is None:
+        later = run_script_later(self.lane, self.scripts.take, keys, args)
+        if later is None:
             return None
 
         def read() -> list[Delivery]:
-            (reply,) = pending.read()
+            try:
+                items = self._taken(queue, later())
+            except redis.ResponseError:  # an ACL refusing SORT/MEMORY: _take says so, ungated
+                items = self._take(queue, max_count, tags)
             for delivery in ack:
                 self._release(delivery)
-            if isinstance(reply, redis.ResponseError):  # NOSCRIPT, an ACL: nothing ran
-                return self._deliveries(queue, self._take(queue, max_count, tags))
-            return self._deliveries(queue, self._taken(queue, reply))
+            return self._deliveries(queue, items)
         return read
 
     def unknown_held(self, queue: str, known: Sequence[Delivery]) -> list[Delivery]:

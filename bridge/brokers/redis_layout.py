@@ -49,7 +49,7 @@ from bridge.brokers.redis_keys import EPOCH_KEY, QueueKeys, routing_key_of
 from bridge.brokers.redis_scripts import Scripts
 from bridge.errors import clip
 from bridge.redisconn import RedisClient
-from bridge.redislane import Lane, run_script
+from bridge.redislane import Lane, run_script, run_script_later
 
 log = logging.getLogger(__name__)
 
@@ -147,15 +147,15 @@ class RedisLayout:
         if count < 1 or queue not in self._consumed:
             return None
         keys, args = self._take_args(queue, count, acks)
-        pending = self.lane.begin([("EVALSHA", self.scripts.take.sha, len(keys), *keys, *args)])
-        if pending is None:
+        later = run_script_later(self.lane, self.scripts.take, keys, args)
+        if later is None:
             return None
 
         def read() -> list[bytes]:
-            (reply,) = pending.read()
-            if isinstance(reply, redis.ResponseError):  # NOSCRIPT, an ACL: nothing ran
+            try:
+                return self._taken(queue, later())
+            except redis.ResponseError:  # an ACL refusing SORT/MEMORY: _take_now, ungated
                 return self._take_now(queue, count, acks)
-            return self._taken(queue, reply)
         return read
 
     def _take_args(self, queue: str, count: int, acks: Sequence[bytes]

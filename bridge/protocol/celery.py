@@ -31,7 +31,7 @@ from kombu.utils.json import dumps as kombu_json_dumps
 from kombu.utils.json import loads as kombu_json_loads
 
 from bridge.errors import DecodeError, EncodeError
-from bridge.protocol.celery_message import CeleryMessage
+from bridge.protocol.celery_message import CeleryMessage, group_of, parent_of
 from bridge.protocol.kombu_envelope import (
     MAX_HEADER_DEPTH,
     MAY_HOLD_MARKERS,
@@ -104,8 +104,7 @@ class CeleryTask:
 
     @property
     def group(self) -> str | None:
-        value = self.headers.get("group") or self.headers.get("taskset")
-        return value if isinstance(value, str) and value else None
+        return group_of(self.headers)
 
     @property
     def group_index(self) -> int | None:
@@ -119,8 +118,7 @@ class CeleryTask:
 
     @property
     def parent_id(self) -> str | None:
-        value = self.headers.get("parent_id")
-        return value if isinstance(value, str) else None
+        return parent_of(self.headers)
 
     @property
     def timelimit(self) -> tuple[float | None, float | None]:

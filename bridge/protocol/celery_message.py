@@ -40,3 +40,15 @@ class CeleryMessage:
     def priority(self) -> int:
         value = self.properties.get("priority")
         return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def group_of(headers: dict[str, Any]) -> str | None:
+    """The group id a task's headers name (``group``, protocol 1's ``taskset``)."""
+    value = headers.get("group") or headers.get("taskset")
+    return value if isinstance(value, str) and value else None
+
+
+def parent_of(headers: dict[str, Any]) -> str | None:
+    """The parent task id a task's headers name."""
+    value = headers.get("parent_id")
+    return value if isinstance(value, str) else None

@@ -43,6 +43,7 @@ from bridge.errors import (
 )
 from bridge.protocol.celery import CeleryTask, decode_task
 from bridge.protocol.celery_canvas import CeleryTranslationError, to_signature
+from bridge.protocol.celery_message import group_of, parent_of
 from bridge.protocol.celery_quick import QuickCall, quick_signature
 from bridge.protocol.machinery import PENDING, Signature, TaskState
 from bridge.redis_send import OneTripSend
@@ -145,8 +146,8 @@ class CeleryToMachinery(Side):
                 sent[plain.uuid] = (fetched, quick)
                 if quick.headers.get("ignore_result") is not True:  # _track's, for a leaf
                     tracked.append(Tracked(plain.uuid, plain.name, since,
-                                           _group_of(quick.headers),
-                                           _parent_of(quick.headers)))
+                                           group_of(quick.headers),
+                                           parent_of(quick.headers)))
                 acks.append(fetched)
                 continue
             delivery = self._message_of(fetched)
@@ -186,18 +187,17 @@ class CeleryToMachinery(Side):
     def send(self, batch: _Batch) -> Callable[[], list[Delivery]]:
         """Track, then send the batch's tasks without waiting for machinery's broker; the
         call returned waits, parks what was refused and gives the deliveries to ack."""
-        held = [*batch.acks, *(d for d, _ in batch.parks)]
         try:
             sending = self._send_begin(batch.sigs, batch.tracked, batch.metas, [])
         except Exception:
-            self.give_back(held)
+            self.abandon(batch)
             raise
 
         def finish() -> list[Delivery]:
             try:
                 refused_states = sending()
             except Exception:
-                self.give_back(held)
+                self.abandon(batch)
                 raise
             acks = self._drop_refused(refused_states, batch.sent, batch.acks, batch.parks)
             self._park(batch.parks)
@@ -454,18 +454,6 @@ class CeleryToMachinery(Side):
                 closable.close()
             except Exception:
                 log.debug("closing %r failed", closable, exc_info=True)
-
-
-def _group_of(headers: dict[str, Any]) -> str | None:
-    """``CeleryTask.group`` of a call's headers."""
-    value = headers.get("group") or headers.get("taskset")
-    return value if isinstance(value, str) and value else None
-
-
-def _parent_of(headers: dict[str, Any]) -> str | None:
-    """``CeleryTask.parent_id`` of a call's headers."""
-    value = headers.get("parent_id")
-    return value if isinstance(value, str) else None
 
 
 def _untranslatable(exc: Exception) -> Exception:

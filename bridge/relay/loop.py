@@ -5,9 +5,9 @@ One loop, batched. Each turn it fetches up to ``batch`` messages from the source
 to the direction's :class:`Side` (``bridge.relay.forward`` for Celery → machinery,
 ``bridge.relay.reverse`` for machinery → Celery); after a full batch the next take is sent
 before this one is relayed, so Redis runs it meanwhile (``bridge.relay.prefetch``; the next
-turn reads it), and a side that can (Celery → machinery on Redis) sends its writes without
-waiting: the next turn translates its batch first, then reads them (``Side.prepare`` and
-``Side.send``). Every ``poll_interval`` it reads the
+turn reads it), and a batch's writes are sent without waiting: the next turn translates its
+batch first, then reads them (``Side.prepare`` and ``Side.send``; on Redis both sides send
+them by script calls on a lane). Every ``poll_interval`` it reads the
 states of every task id it still owes a result for in one round trip per 1,000 ids and
 writes the finished ones into the producing side's result backend (:class:`ReadSchedule`).
 Reading grows with what is in flight, so the next read waits at least four times as long as
@@ -118,9 +118,9 @@ class Relay:
                                    on_second=self._second_signal)
         self._acks: list[Delivery] = []
         self._prefetch = Prefetch(side.consumer, side.queue, self.options.batch)
-        self._sending: Callable[[], list[Delivery]] | None = None
-        """The batch whose writes were sent and not yet waited for (Side.send)."""
-        self._sending_deliveries: list[Delivery] = []
+        self._sending: tuple[Callable[[], list[Delivery]], list[Delivery]] | None = None
+        """The batch whose writes were sent and not yet waited for (Side.send), and its
+        deliveries."""
         self._failed = False
         self.outage_level = logging.WARNING
         """Of its "unreachable" and "reconnected" lines (DEBUG in a helper process, whose
@@ -195,16 +195,14 @@ class Relay:
             except Exception:
                 side.abandon(prepared)
                 raise
-            self._sending = side.send(prepared)
-            self._sending_deliveries = deliveries
+            self._sending = (side.send(prepared), deliveries)
         self._acks += side.settle()
 
     def _sent(self) -> None:
         """Wait for the batch being sent; its deliveries are then acknowledged."""
         sending, self._sending = self._sending, None
         if sending is not None:
-            self._acks += sending()
-        self._sending_deliveries = []
+            self._acks += sending[0]()
 
     def _adopt(self, fetched: list[Delivery]) -> list[Delivery]:
         """After a failed turn: what the broker holds for this relay beyond what it knows
@@ -212,8 +210,8 @@ class Relay:
         rather than when the broker's recovery gives it back (kombu: after
         ``visibility_timeout``)."""
         side = self.side
-        known = [*fetched, *self._acks, *self._sending_deliveries, *side.held(),
-                 *side.unreturned]
+        sending = self._sending[1] if self._sending is not None else []
+        known = [*fetched, *self._acks, *sending, *side.held(), *side.unreturned]
         found = side.consumer.unknown_held(side.queue, known)
         self._failed = False
         if found:

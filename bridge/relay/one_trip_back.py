@@ -15,8 +15,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import redis
-
 from bridge.backends.base import Backend
 from bridge.backends.redis import SPLICE_LOOP, RedisBackend, _foreign
 from bridge.brokers.base import CeleryBroker
@@ -25,6 +23,7 @@ from bridge.protocol.celery_message import CeleryMessage
 from bridge.protocol.kombu_envelope import to_envelope
 from bridge.protocol.machinery import TaskState
 from bridge.redis_send import server_of
+from bridge.redislane import run_script_later
 
 __all__ = ["OneTripBack", "Written"]
 
@@ -61,7 +60,6 @@ class OneTripBack:
         self._backend = backend
         self._broker = broker
         self._script = backend.client.register_script(RECEIVED_THEN_LPUSH_SCRIPT)
-        self._loaded = False
 
     @classmethod
     def between(cls, backend: Backend, broker: CeleryBroker) -> OneTripBack | None:
@@ -80,30 +78,20 @@ class OneTripBack:
         if not pairs:
             return lambda: ({}, [])
         broker = self._broker
-        if queue not in broker._bound:
-            broker.declare_queue(queue)
-        if not self._loaded:
-            self._backend.client.script_load(RECEIVED_THEN_LPUSH_SCRIPT)
-            self._loaded = True
+        broker.declared(queue)
         keys: list[Any] = [state.task_uuid for state, _ in pairs]
         keys += [broker.keys.list_for(queue, message.priority) for _, message in pairs]
         args: list[Any] = [self._backend.ttl]
         for state, _ in pairs:
             args += ("M", *state.to_json_parts())
         args += [to_envelope(message, routing_key=queue) for _, message in pairs]
-        pending = self._backend.lane.begin([("EVALSHA", self._script.sha, len(keys), *keys,
-                                             *args)])
-        if pending is None:
+        later = run_script_later(self._backend.lane, self._script, keys, args)
+        if later is None:
             return lambda: ({}, list(range(len(pairs))))
-        return lambda: self._outcome(pairs, pending.read()[0])
+        return lambda: self._outcome(pairs, later())
 
     def _outcome(self, pairs: Sequence[tuple[TaskState, CeleryMessage]], reply: Any
                  ) -> Written:
-        if isinstance(reply, redis.exceptions.NoScriptError):  # nothing ran
-            self._loaded = False
-            return {}, list(range(len(pairs)))
-        if isinstance(reply, Exception):
-            raise reply
         refused: dict[str, str] = {}
         left: list[int] = []
         for index, ((state, _), written) in enumerate(zip(pairs, reply, strict=True)):

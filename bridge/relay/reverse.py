@@ -76,7 +76,6 @@ log = logging.getLogger("bridge.relay")
 class _Batch:
     """One fetch, translated (:meth:`MachineryToCelery.prepare`)."""
 
-    messages: list[CeleryMessage] = field(default_factory=list)
     tracked: list[Tracked] = field(default_factory=list)
     received: list[tuple[TaskState, CeleryMessage]] = field(default_factory=list)
     """RECEIVED and the message of each translated task with an id."""
@@ -87,7 +86,8 @@ class _Batch:
     chord_sizes: dict[str, int] = field(default_factory=dict)
     parks: list[tuple[Delivery, str]] = field(default_factory=list)
     acks: list[Delivery] = field(default_factory=list)
-    sent: dict[str, tuple[Delivery, CeleryMessage]] = field(default_factory=dict)
+    sent: dict[str, Delivery] = field(default_factory=dict)
+    """The delivery of each task in ``received``, by id."""
 
 
 class MachineryToCelery(Side):
@@ -143,11 +143,10 @@ class MachineryToCelery(Side):
                 if sig.uuid:
                     batch.failures.append(new_state(sig, FAILURE, error=reason))
                 continue
-            batch.messages.append(message)
             batch.acks.append(delivery)
             if sig.uuid:
                 batch.received.append((new_state(sig, RECEIVED), message))
-                batch.sent[sig.uuid] = (delivery, message)
+                batch.sent[sig.uuid] = delivery
             else:
                 batch.unstated.append(message)
             batch.tracked += track_signature(sig, group=None, parent=None,
@@ -179,7 +178,7 @@ class MachineryToCelery(Side):
 
         def finish() -> list[Delivery]:
             try:
-                self._finish_sending(batch, receiving)
+                refused = self._finish_sending(batch, receiving)
             except Exception:
                 self.abandon(batch)
                 raise
@@ -189,14 +188,16 @@ class MachineryToCelery(Side):
                     self.stats["parked"] += 1
                 except Exception:
                     log.exception("could not park a message of %s", delivery.queue)
-            self.stats["relayed"] += len(batch.messages)
+            self.stats["relayed"] += (len(batch.received) + len(batch.unstated)
+                                      - len(refused.keys() & batch.sent.keys()))
             return batch.acks
         return finish
 
     def _finish_sending(self, batch: _Batch, receiving: Callable[[], Written] | None
-                        ) -> None:
+                        ) -> dict[str, str]:
         """What one trip left (or everything) the two-step way: RECEIVED, then publish the
-        messages of the states written; a refused task's message is parked instead."""
+        messages of the states written; a refused task's message is parked instead (the
+        refused ids, with why)."""
         refused: dict[str, str]
         if receiving is None:
             refused, left = {}, batch.received
@@ -210,10 +211,10 @@ class MachineryToCelery(Side):
                 refused.update(exc.refused)
         messages = [m for s, m in left if s.task_uuid not in refused] + batch.unstated
         if refused:
-            batch.messages, batch.acks = self._drop_refused(
-                refused, batch.sent, batch.messages, batch.acks, batch.parks)
+            batch.acks = self._drop_refused(refused, batch.sent, batch.acks, batch.parks)
         if messages:
             self.broker.publish_messages(self.target_queue, messages)
+        return refused
 
     def _translate(self, sig: Signature, members: dict[str, list[str]]) -> CeleryMessage:
         quick = quick_message(sig)  # a plain call from Celery: the same message, quicker
@@ -243,25 +244,22 @@ class MachineryToCelery(Side):
                 log.warning("group meta %s is not machinery's: chord order unknown", group)
         return out
 
-    def _drop_refused(self, refused: dict[str, str],
-                      sent: dict[str, tuple[Delivery, CeleryMessage]],
-                      messages: list[CeleryMessage], acks: list[Delivery],
-                      parks: list[tuple[Delivery, str]]
-                      ) -> tuple[list[CeleryMessage], list[Delivery]]:
+    def _drop_refused(self, refused: dict[str, str], sent: dict[str, Delivery],
+                      acks: list[Delivery], parks: list[tuple[Delivery, str]]
+                      ) -> list[Delivery]:
         """The messages whose state the backend refused (their UUID names a key that is not
         a task state): parked, neither sent nor acked."""
         dropped: set[int] = set()
         for uuid, why in refused.items():
             if uuid not in sent:
                 continue
-            delivery, message = sent[uuid]
-            dropped.update((id(delivery), id(message)))
+            delivery = sent[uuid]
+            dropped.add(id(delivery))
             reason = f"cannot relay task {uuid}: {why}"
             log.error("%s; parked in dead letters", reason)
             parks.append((delivery, reason))
         self.inflight.remove(list(refused))
-        return ([m for m in messages if id(m) not in dropped],
-                [d for d in acks if id(d) not in dropped])
+        return [d for d in acks if id(d) not in dropped]
 
     # ------------------------------------------------------------------ results back
 

@@ -262,7 +262,7 @@ class Side(ABC):
                 if is_outage(exc):
                     self._unreturned = pending[index:]
                     log.debug("%d message(s) of %s to give back once the broker answers",
-                                len(self._unreturned), delivery.queue)
+                              len(self._unreturned), delivery.queue)
                     return
                 log.exception("could not give a message back to %s", delivery.queue)
 

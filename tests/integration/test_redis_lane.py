@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from bridge import redislane
-from bridge.redislane import Lane, pack
+from bridge.redislane import Lane, pack, run_script_later
 
 
 def test_packed_bytes_are_redis_py_s(private_redis_url: str) -> None:
@@ -42,8 +42,9 @@ def test_streamed_commands_all_run_in_order(private_redis_url: str) -> None:
             made.append(index)
             yield ("RPUSH", key, index)
 
-    replies = lane.run_streamed(commands())
-    assert replies == list(range(1, 501)) and made == list(range(500))
+    pending = lane.begin(commands())
+    assert pending is not None and made == list(range(500))  # each sent as it was made
+    assert pending.read() == list(range(1, 501))
     assert [int(v) for v in client.lrange(key, 0, -1)] == list(range(500))
     lane.close()
     client.close()
@@ -108,6 +109,25 @@ def test_a_connection_lost_before_the_read_raises_and_frees_the_lane(
     client.close()
 
 
+def test_an_idle_connection_the_server_closed_is_replaced_before_commands_are_begun(
+        private_redis_url: str) -> None:
+    # after a restart the lane's socket has the server's end of file: a first write to it
+    # succeeds and the commands would be lost (or the next write breaks half-way through)
+    client = redis.Redis.from_url(private_redis_url)
+    lane = Lane(client)
+    name = f"idle_{uuid.uuid4().hex[:8]}"
+    assert lane.run([("CLIENT", "SETNAME", name)]) == [b"OK"]
+    client.client_kill_filter(_id=_client_id(client, name))
+    time.sleep(0.1)  # the end of file reaches the lane's socket
+    key = f"{name}_list"
+    pending = lane.begin([("RPUSH", key, "a"), ("RPUSH", key, "b")])
+    assert pending is not None
+    assert pending.read() == [1, 2]
+    assert client.lrange(key, 0, -1) == [b"a", b"b"]
+    lane.close()
+    client.close()
+
+
 def _client_id(client: redis.Redis, name: str) -> str:
     return next((str(c["id"]) for c in client.client_list() if c.get("name") == name), "")
 
@@ -116,3 +136,24 @@ def _until(check: Callable[[], bool]) -> None:
     deadline = time.monotonic() + 5
     while not check() and time.monotonic() < deadline:
         time.sleep(0.01)
+
+
+def test_a_script_read_later_runs_once_even_when_redis_forgot_it(
+        private_redis_url: str) -> None:
+    client = redis.Redis.from_url(private_redis_url)
+    lane = Lane(client)
+    key = f"later_{uuid.uuid4().hex[:8]}"
+    script = client.register_script("return redis.call('INCR', KEYS[1])")
+    client.script_flush()  # NOSCRIPT: nothing ran, then the client's way loads and runs it
+    later = run_script_later(lane, script, [key], [])
+    assert later is not None and later() == 1 and client.get(key) == b"1"
+    later = run_script_later(lane, script, [key], [])
+    assert later is not None and later() == 2
+    failing = client.register_script("return redis.error_reply('boom')")
+    later = run_script_later(lane, failing, [], [])
+    assert later is not None
+    with pytest.raises(redis.ResponseError, match="boom"):
+        later()
+    assert lane.run([("PING",)]) == [b"PONG"]
+    lane.close()
+    client.close()
