@@ -102,8 +102,12 @@ for i = 1, nkeys do
   local key = KEYS[i]
   local at = 4 * i - 2
   local fresh = ARGV[at + 1]
-  local current = redis.pcall('GET', key)  -- false: no key; an error table: not a string
-  if type(current) == 'table' then
+  -- the usual PENDING, where there was no key, is written by one call
+  local written = ARGV[at] == 'P' and redis.call('SET', key, fresh, 'EX', ttl, 'NX')
+  local current = written or redis.pcall('GET', key)  -- false: no key; an error: no string
+  if written then
+    out[i] = 1
+  elseif type(current) == 'table' then
     out[i] = {-1, redis.call('TYPE', key).ok}
   elseif ARGV[at] == 'P' then
     local prefix = string.sub(fresh, 1, (find(fresh, ',"TaskName":', 1, true) or 0) + 11)

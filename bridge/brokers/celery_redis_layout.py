@@ -107,17 +107,26 @@ local function fields(item, queue)
 end
 
 -- nil and a reason when ``item`` cannot be recorded in kombu's unacked hash (too large, not
--- an envelope, its tag already unacked), else its tag, exchange and routing key.
-local function check(item, max_size, unacked, queue)
+-- an envelope), else its tag, exchange and routing key (whether the tag is unacked already
+-- is asked of all the items read at once: ``recorded``).
+local function check(item, max_size, queue)
   if #item > max_size then
     return nil, too_big(#item, max_size)
   end
-  local tag, ex, rk = fields(item, queue)  -- on failure ex is the reason
-  if not tag then return nil, ex end
-  if redis.call('HEXISTS', unacked, tag) == 1 then
-    return nil, 'duplicate delivery_tag ' .. tag .. ': a message with this tag is unacked'
+  return fields(item, queue)  -- on failure the second value is the reason
+end
+
+-- ``command key ...`` for ``args`` (a flat list) in calls of up to ``step`` of them: one
+-- call for many costs Redis a fraction of one a value from Lua.
+local function in_chunks(command, key, args, step)
+  local replies = {}
+  for i = 1, #args, step do
+    local reply = redis.call(command, key, unpack(args, i, math.min(i + step - 1, #args)))
+    if type(reply) == 'table' then
+      for _, one in ipairs(reply) do replies[#replies + 1] = one end
+    end
   end
-  return tag, ex, rk
+  return replies
 end
 """
 
@@ -136,9 +145,11 @@ local unacked, index, staging, stage = KEYS[1], KEYS[2], KEYS[4], KEYS[5]
 local count, now, max_size = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local queue, time, gate = ARGV[4], ARGV[5], tonumber(ARGV[6])
 local d = {dead = KEYS[3], seq = KEYS[6], prefix = ARGV[8], cap = tonumber(ARGV[7])}
-for i = 9, #ARGV do
-  redis.call('HDEL', unacked, ARGV[i])
-  redis.call('ZREM', index, ARGV[i])
+local acked = {}
+for i = 9, #ARGV do acked[#acked + 1] = ARGV[i] end
+if #acked > 0 then
+  in_chunks('HDEL', unacked, acked, 1000)
+  in_chunks('ZREM', index, acked, 1000)
 end
 local items, tags, reasons, dropped = {}, {}, {}, 0
 local function park(reason, item, one, size)
@@ -146,15 +157,40 @@ local function park(reason, item, one, size)
   reasons[#reasons + 1] = reason
 end
 local read = 0  -- bytes read so far (READ_BUDGET: return before reading much more)
+local checked = {}  -- {item, tag, exchange, routing key} of each envelope read
 local function record(item)
   read = read + #item
-  local tag, ex, rk = check(item, max_size, unacked, queue)  -- on failure ex is the reason
+  local tag, ex, rk = check(item, max_size, queue)  -- on failure ex is the reason
   if not tag then return park(ex, item, nil, #item) end
-  redis.call('ZADD', index, now, tag)
-  redis.call('HSET', unacked, tag,
-             '[' .. item .. ', ' .. cjson.encode(ex) .. ', ' .. cjson.encode(rk) .. ']')
-  items[#items + 1] = item
-  tags[#tags + 1] = tag
+  checked[#checked + 1] = {item, tag, ex, rk}
+end
+-- what was read goes in unacked / unacked_index (a tag unacked already, or twice in this
+-- take, is parked): one HMGET, ZADD and HSET for them all
+local function recorded()
+  if #checked == 0 then return end
+  local asked = {}
+  for i, one in ipairs(checked) do asked[i] = one[2] end
+  local stored, seen, scores, records = in_chunks('HMGET', unacked, asked, 1000), {}, {}, {}
+  for i, one in ipairs(checked) do
+    local item, tag = one[1], one[2]
+    if stored[i] or seen[tag] then
+      park('duplicate delivery_tag ' .. tag .. ': a message with this tag is unacked', item,
+           nil, #item)
+    else
+      seen[tag] = true
+      scores[#scores + 1] = now
+      scores[#scores + 1] = tag
+      records[#records + 1] = tag
+      records[#records + 1] = '[' .. item .. ', ' .. cjson.encode(one[3]) .. ', '
+        .. cjson.encode(one[4]) .. ']'
+      items[#items + 1] = item
+      tags[#tags + 1] = tag
+    end
+  end
+  if #tags > 0 then
+    in_chunks('ZADD', index, scores, 1000)
+    in_chunks('HSET', unacked, records, 1000)
+  end
 end
 local function from_stage(one)  -- a one-item list: sized, then read, or parked unread
   if gate > 0 then
@@ -180,10 +216,11 @@ end
 local staged = redis.call('LLEN', staging)
 if staged > 0 then take_from(staging, staged) end
 for k = 8, #KEYS do
-  local want = count - #items
+  local want = count - #checked
   if want < 1 or read >= READ_BUDGET then break end
   take_from(KEYS[k], want)
 end
+recorded()
 -- the tags taken, for a worker that loses this reply (CeleryRedisBroker.unknown_held)
 redis.call('SET', KEYS[7], #tags > 0 and cjson.encode(tags) or '[]', 'EX', 86400)
 return {items, tags, reasons, dropped}

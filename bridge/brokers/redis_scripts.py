@@ -181,8 +181,19 @@ TAKE = LUA_HELPERS + LUA_DEAD + """
 -- tail of the processing list, in order; an oversized one is parked instead (unread when
 -- the gate is on). Returns {messages, reasons of the parked ones, entries the cap dropped}.
 local queue, processing, stage = KEYS[1], KEYS[2], KEYS[4]
-for i = 7, #ARGV do
-  redis.call('LREM', processing, 1, ARGV[i])
+local acks = #ARGV - 6
+if acks > 0 then  -- usually the head of the processing list, in order: trimmed at once
+  local head = redis.call('LRANGE', processing, 0, acks - 1)
+  local same = #head == acks
+  for i = 1, acks do
+    if not same then break end
+    same = head[i] == ARGV[6 + i]
+  end
+  if same then
+    redis.call('LTRIM', processing, acks, -1)
+  else
+    for i = 7, #ARGV do redis.call('LREM', processing, 1, ARGV[i]) end
+  end
 end
 local want, max, gate = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local d = {dead = KEYS[3], seq = KEYS[6], prefix = ARGV[6], cap = tonumber(ARGV[5])}

@@ -260,6 +260,26 @@ def test_dead_letter_and_replay(make_broker: Callable[..., CeleryRedisBroker],
     assert back.body == delivery.body
 
 
+def test_a_message_whose_tag_is_unacked_already_is_parked_not_recorded_twice(
+        make_broker: Callable[..., CeleryRedisBroker], client: redis.Redis,
+        queue: str) -> None:
+    broker = make_broker()
+    broker.publish_messages(queue, [task_message("tasks.add", [1, 1])])
+    (held,) = broker.fetch(queue, 10, 0)
+    record = client.hget("unacked", held.tag)
+    twin = json.loads(client.hget("unacked", held.tag))[0]  # the envelope, same tag
+    twin["headers"] = {**twin["headers"], "id": "twin"}
+    client.lpush(queue, json.dumps(twin).encode())
+    broker.publish_messages(queue, [task_message("tasks.add", [2, 2])])
+    got = broker.fetch(queue, 10, 0)
+    assert [args_of(d) for d in got] == [[2, 2]]
+    (dead,) = broker.dead_letters(queue)
+    assert "duplicate delivery_tag" in dead["reason"]
+    assert client.hget("unacked", held.tag) == record  # the first one's record kept
+    broker.ack([held, *got])
+    assert client.hlen("unacked") == 0
+
+
 def test_garbage_is_parked_and_the_broker_goes_on(
         make_broker: Callable[..., CeleryRedisBroker], client: redis.Redis,
         queue: str) -> None:

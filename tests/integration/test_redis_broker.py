@@ -137,6 +137,22 @@ def test_fetch_moves_to_processing_list_and_ack_removes(broker: RedisBroker,
     assert not client.exists(processing)
 
 
+def test_acks_sent_with_the_next_fetch_remove_exactly_those_in_any_order(
+        broker: RedisBroker, client: redis.Redis) -> None:
+    queue = broker.default_queue
+    processing = QueueKeys.of(queue).processing(broker.worker_id)
+    broker.publish_raw(queue, [b"same", b"m1", b"same", b"m3", b"m4", b"m5", b"m6"])
+    first = broker.fetch(queue, 4, 1.0)
+    second = broker.fetch(queue, 2, 1.0, ack=first[:2])  # the head, in order: trimmed
+    assert [d.body for d in second] == [b"m4", b"m5"]
+    assert bodies(client, processing) == [b"same", b"m3", b"m4", b"m5"]
+    third = broker.fetch(queue, 1, 1.0, ack=[second[1], first[3]])  # not the head
+    assert [d.body for d in third] == [b"m6"]
+    assert bodies(client, processing) == [b"same", b"m4", b"m6"]
+    broker.fetch(queue, 1, 0, ack=[first[2], second[0], third[0]])
+    assert not client.exists(processing)
+
+
 def test_fetch_waits_for_the_first_message(broker: RedisBroker, client: redis.Redis) -> None:
     queue = broker.default_queue
     start = time.monotonic()
