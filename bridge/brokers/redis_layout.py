@@ -221,7 +221,7 @@ class RedisLayout:
                 return items
 
     def ack(self, held: Iterable[tuple[str, bytes]]) -> None:
-        """Forget messages: LREM each ``(processing_key, body)``; one command per list."""
+        """Forget messages: each ``(processing_key, body)`` (ACK: LUA_FORGET); one call per list."""
         by_list: dict[str, list[bytes]] = {}
         for processing, body in held:
             by_list.setdefault(processing, []).append(body)

@@ -15,13 +15,32 @@ from redis.commands.core import Script
 from bridge.brokers.redis_dead import LUA_DEAD
 from bridge.redisconn import RedisClient
 
-ACK = """
--- Forget held messages: LREM each ARGV from the processing list KEYS[1] (a batch in one call).
-local n = 0
-for i = 1, #ARGV do
-  n = n + redis.call('LREM', KEYS[1], 1, ARGV[i])
+LUA_FORGET = """
+-- Forget held messages: ``bodies[from..]`` out of the processing list ``list``. Usually
+-- they are its head, in order (acks of the oldest batch): one LRANGE and LTRIM; else each
+-- is LREMed. Returns how many went.
+local function forget(list, bodies, from)
+  local n = #bodies - from + 1
+  if n < 1 then return 0 end
+  local head = redis.call('LRANGE', list, 0, n - 1)
+  local same = #head == n
+  for i = 1, n do
+    if not same then break end
+    same = head[i] == bodies[from + i - 1]
+  end
+  if same then
+    redis.call('LTRIM', list, n, -1)
+    return n
+  end
+  local gone = 0
+  for i = from, #bodies do gone = gone + redis.call('LREM', list, 1, bodies[i]) end
+  return gone
 end
-return n
+"""
+
+ACK = LUA_FORGET + """
+-- Forget held messages: each ARGV from the processing list KEYS[1] (a batch in one call).
+return forget(KEYS[1], ARGV, 1)
 """
 
 MOVE_OUT = """
@@ -171,30 +190,17 @@ end
 return {moved, dead, dropped}
 """
 
-TAKE = LUA_HELPERS + LUA_DEAD + """
+TAKE = LUA_HELPERS + LUA_DEAD + LUA_FORGET + """
 -- Reliable batch fetch. KEYS: queue, processing list, dead list, stage (a one-item list,
 -- empty between calls), wait list (what a blocked fetch moved, unread), the large parked
 -- bodies' counter. ARGV: count, max_message_bytes, gate (see redis_dead; 0: read messages
 -- without sizing them first), time, dead-list cap, large bodies' prefix, then bodies held
--- from this queue to forget first (acks, LREM).
+-- from this queue to forget first (acks: LUA_FORGET).
 -- Moves up to ``count`` messages from the wait list, then the head of the queue, to the
 -- tail of the processing list, in order; an oversized one is parked instead (unread when
 -- the gate is on). Returns {messages, reasons of the parked ones, entries the cap dropped}.
 local queue, processing, stage = KEYS[1], KEYS[2], KEYS[4]
-local acks = #ARGV - 6
-if acks > 0 then  -- usually the head of the processing list, in order: trimmed at once
-  local head = redis.call('LRANGE', processing, 0, acks - 1)
-  local same = #head == acks
-  for i = 1, acks do
-    if not same then break end
-    same = head[i] == ARGV[6 + i]
-  end
-  if same then
-    redis.call('LTRIM', processing, acks, -1)
-  else
-    for i = 7, #ARGV do redis.call('LREM', processing, 1, ARGV[i]) end
-  end
-end
+forget(processing, ARGV, 7)
 local want, max, gate = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local d = {dead = KEYS[3], seq = KEYS[6], prefix = ARGV[6], cap = tonumber(ARGV[5])}
 local items, reasons, dropped = {}, {}, 0

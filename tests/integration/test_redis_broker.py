@@ -137,8 +137,9 @@ def test_fetch_moves_to_processing_list_and_ack_removes(broker: RedisBroker,
     assert not client.exists(processing)
 
 
-def test_acks_sent_with_the_next_fetch_remove_exactly_those_in_any_order(
-        broker: RedisBroker, client: redis.Redis) -> None:
+def test_acks_remove_exactly_those_in_any_order(broker: RedisBroker,
+                                               client: redis.Redis) -> None:
+    # sent with the next fetch (TAKE) or alone (ACK): both by LUA_FORGET
     queue = broker.default_queue
     processing = QueueKeys.of(queue).processing(broker.worker_id)
     broker.publish_raw(queue, [b"same", b"m1", b"same", b"m3", b"m4", b"m5", b"m6"])
@@ -149,7 +150,9 @@ def test_acks_sent_with_the_next_fetch_remove_exactly_those_in_any_order(
     third = broker.fetch(queue, 1, 1.0, ack=[second[1], first[3]])  # not the head
     assert [d.body for d in third] == [b"m6"]
     assert bodies(client, processing) == [b"same", b"m4", b"m6"]
-    broker.fetch(queue, 1, 0, ack=[first[2], second[0], third[0]])
+    broker.ack([third[0], first[2]])  # alone, not the head
+    assert bodies(client, processing) == [b"m4"]
+    broker.ack([second[0]])  # alone, the head
     assert not client.exists(processing)
 
 

@@ -118,7 +118,7 @@ def test_an_idle_connection_the_server_closed_is_replaced_before_commands_are_be
     name = f"idle_{uuid.uuid4().hex[:8]}"
     assert lane.run([("CLIENT", "SETNAME", name)]) == [b"OK"]
     client.client_kill_filter(_id=_client_id(client, name))
-    time.sleep(0.1)  # the end of file reaches the lane's socket
+    _until(lambda: _client_id(client, name) == "")  # closed: its end of file is sent
     key = f"{name}_list"
     pending = lane.begin([("RPUSH", key, "a"), ("RPUSH", key, "b")])
     assert pending is not None
