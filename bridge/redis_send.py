@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
 
 import redis
 from redis.commands.core import Script
@@ -21,15 +22,38 @@ from bridge.backends.redis import PENDING_THEN_PUSH_SCRIPT, RedisBackend
 from bridge.brokers.base import Broker
 from bridge.brokers.redis import RedisBroker
 from bridge.protocol.gotime import unix_nano
-from bridge.protocol.machinery import PENDING, Signature, TaskState
+from bridge.protocol.machinery import PENDING, Signature
+from bridge.protocol.state_bytes import pending_jsons
 from bridge.redisconn import RedisClient
 from bridge.redislane import run_script
 
-__all__ = ["CHUNK", "OneTripSend", "server_of"]
+__all__ = ["CHUNK", "OneTripSend", "Sendable", "server_of"]
 
 CHUNK = 200
 """Tasks per script call of ``send_many``: small enough that Redis runs one while the next
 is made, large enough that a call's overhead is shared."""
+
+
+class Sendable(Protocol):
+    """What :meth:`OneTripSend.begin_many` reads of a task: a Signature, or a task whose
+    Signature JSON was written already (a quick translation's)."""
+
+    @property
+    def uuid(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def routing_key(self) -> str: ...
+
+    @property
+    def eta(self) -> datetime | None: ...
+
+    def to_json(self) -> bytes: ...
+
+
+T = TypeVar("T", bound=Sendable)
 
 
 def server_of(client: RedisClient) -> tuple[object, ...] | None:
@@ -77,27 +101,31 @@ class OneTripSend:
             (self._backend.ttl, "P", state.to_json(), b"", b"", sig.to_json()))
         if written != 1:
             return False
-        self._backend.written_in_redis(state)
+        self._backend.written_in_redis(sig.uuid)
         return True
 
-    def send_many(self, signatures: Sequence[Signature]) -> list[Signature]:
+    def send_many(self, signatures: Sequence[T]) -> list[T]:
         """Each signature's PENDING state, then its message, by script calls of ``CHUNK``
         tasks a queue, each sent while Redis runs the one before; the signatures left for
         the two-step way (an ETA in the future, a key that needs the careful write, or
         all of them when the connection is busy), in order."""
         return self.begin_many(signatures)()
 
-    def begin_many(self, signatures: Sequence[Signature]) -> Callable[[], list[Signature]]:
+    def begin_many(self, signatures: Sequence[T]) -> Callable[[], list[T]]:
         """:meth:`send_many` with the script calls sent now and their replies read by the
-        call returned (which gives the signatures left), so the caller works meanwhile."""
+        call returned (which gives the signatures left), so the caller works meanwhile.
+        A task with no routing key that is not a Signature is left."""
         now = time.time_ns()
-        left: list[Signature] = []
-        queues: dict[str, list[Signature]] = {}
+        left: list[T] = []
+        queues: dict[str, list[T]] = {}
         for sig in signatures:
             if sig.eta is not None and unix_nano(sig.eta) > now:
                 left.append(sig)
                 continue
             if not sig.routing_key:
+                if not isinstance(sig, Signature):
+                    left.append(sig)
+                    continue
                 sig.routing_key = self._broker.default_queue
             queues.setdefault(sig.routing_key, []).append(sig)
         chunks = [(queue, tasks[start:start + CHUNK]) for queue, tasks in queues.items()
@@ -107,37 +135,34 @@ class OneTripSend:
         if not self._script_loaded:
             self._backend.client.script_load(PENDING_THEN_PUSH_SCRIPT)
             self._script_loaded = True
-        states: list[list[TaskState]] = []  # each chunk's, filled as its command is made
-        pending = self._backend.lane.begin(self._commands(chunks, states))
+        pending = self._backend.lane.begin(self._commands(chunks))
         if pending is None:
             return lambda: list(signatures)
-        return lambda: self._sent(chunks, states, pending.read(), left)
+        return lambda: self._sent(chunks, pending.read(), left)
 
-    def _sent(self, chunks: list[tuple[str, list[Signature]]], states: list[list[TaskState]],
-              replies: list[Any], left: list[Signature]) -> list[Signature]:
-        for (_queue, chunk), written_states, reply in zip(chunks, states, replies, strict=True):
+    def _sent(self, chunks: list[tuple[str, list[T]]], replies: list[Any], left: list[T]
+              ) -> list[T]:
+        for (_queue, chunk), reply in zip(chunks, replies, strict=True):
             if isinstance(reply, redis.exceptions.NoScriptError):  # nothing ran
                 self._script_loaded = False
                 left += chunk
             elif isinstance(reply, Exception):
                 raise reply
             else:
-                for sig, state, written in zip(chunk, written_states, reply, strict=True):
+                for sig, written in zip(chunk, reply, strict=True):
                     if written == 1:
-                        self._backend.written_in_redis(state)
+                        self._backend.written_in_redis(sig.uuid)
                     else:
                         left.append(sig)
         return left
 
-    def _commands(self, chunks: list[tuple[str, list[Signature]]],
-                  states: list[list[TaskState]]) -> Iterator[tuple[Any, ...]]:
+    def _commands(self, chunks: Sequence[tuple[str, Sequence[Sendable]]]
+                  ) -> Iterator[tuple[Any, ...]]:
         sha, ttl = self._script.sha, self._backend.ttl
         for queue, chunk in chunks:
             args: list[Any] = [ttl]
-            now = now_utc()  # the chunk's CreatedAt, written once
-            pending = [new_state(sig, PENDING, now=now) for sig in chunk]
-            states.append(pending)
-            for state in pending:
-                args += ("P", state.to_json(), b"", b"")
+            states = pending_jsons([(sig.uuid, sig.name) for sig in chunk], now_utc())
+            for state in states:  # one CreatedAt a chunk
+                args += ("P", state, b"", b"")
             yield ("EVALSHA", sha, len(chunk) + 1, *(sig.uuid for sig in chunk), queue, *args,
                    *(sig.to_json() for sig in chunk))

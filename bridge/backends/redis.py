@@ -348,7 +348,7 @@ class RedisBackend(Backend):
             args = (self.ttl, "M", *state.to_json_parts())
         (reply,) = run_script(self._lane, self._splice_many_script, (key,), args)
         if reply == 1:
-            self.written_in_redis(state)
+            self.written_in_redis(state.task_uuid)
             return
         if isinstance(reply, list):
             raise _foreign(key, f"a Redis {reply[1].decode('utf-8', 'replace')}")
@@ -401,7 +401,7 @@ class RedisBackend(Backend):
                 elif written != 1:
                     redo.add(state.task_uuid)
                 else:
-                    self.written_in_redis(state)
+                    self.written_in_redis(state.task_uuid)
         self._set_each([s for s in states if s.task_uuid in redo], refused)  # the few
         if refused:  # every other state is written
             raise StatesRefused(refused)
@@ -416,10 +416,10 @@ class RedisBackend(Backend):
                 except ForeignKeyError as exc:
                     refused[state.task_uuid] = str(exc)
 
-    def written_in_redis(self, state: TaskState) -> None:
-        """``state`` was written by a script (its bytes made in Redis): this process no
-        longer knows what is stored."""
-        self._cache.drop(state.task_uuid)
+    def written_in_redis(self, task_uuid: str) -> None:
+        """``task_uuid``'s state was written by a script (its bytes made in Redis): this
+        process no longer knows what is stored."""
+        self._cache.drop(task_uuid)
 
     def get_state(self, task_uuid: str) -> TaskState | None:
         raw = self._get(task_uuid)

@@ -1,11 +1,17 @@
-"""Telling from a TaskState's bytes whether it is still running, without decoding it (the
-relay's reads of what is in flight, group checks: most states read there are PENDING)."""
+"""TaskStates as Go's bytes without TaskState objects: whether one is still running, read
+without decoding it (the relay's reads of what is in flight, group checks: most states read
+there are PENDING); PENDING states written for a batch sent together."""
 
 from __future__ import annotations
 
-from bridge.protocol.machinery import TaskState
+from collections.abc import Sequence
+from datetime import datetime
 
-__all__ = ["completed_state", "still_running"]
+from bridge.protocol import machinery
+from bridge.protocol.gojson import NEEDS_ESCAPE
+from bridge.protocol.machinery import PENDING, TaskState
+
+__all__ = ["completed_state", "pending_jsons", "still_running"]
 
 _STATE_KEY = b'"State":"'
 _RUNNING = (b'PENDING"', b'RECEIVED"', b'STARTED"', b'RETRY"')
@@ -29,3 +35,22 @@ def completed_state(raw: bytes) -> TaskState | None:
         return None
     state = TaskState.from_json(raw)
     return state if state.is_completed() else None
+
+
+def pending_jsons(tasks: Sequence[tuple[str, str]], created_at: datetime) -> list[bytes]:
+    """The PENDING states of ``(uuid, name)`` pairs sent together (one CreatedAt), each as
+    ``TaskState(uuid, name, PENDING, created_at=created_at).to_json()`` writes it, without
+    making the states (names and ids that need no escaping: one format each)."""
+    tail = TaskState("", "", PENDING, created_at=created_at).to_json()[_EMPTY_HEAD:]
+    out: list[bytes] = []
+    for uuid, name in tasks:
+        if (machinery.FAST_WRITERS and type(uuid) is str and type(name) is str
+                and NEEDS_ESCAPE(uuid + name) is None):
+            out.append(b'{"TaskUUID":"%b","TaskName":"%b"%b' % (uuid.encode(), name.encode(),
+                                                                 tail))
+        else:
+            out.append(TaskState(uuid, name, PENDING, created_at=created_at).to_json())
+    return out
+
+
+_EMPTY_HEAD = len(b'{"TaskUUID":"","TaskName":""')

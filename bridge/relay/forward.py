@@ -73,7 +73,8 @@ _UNTRANSLATABLE = (CeleryTranslationError, ArgTranslationError, DecodeError)
 class _Batch:
     """One fetch, translated (:meth:`CeleryToMachinery.prepare`)."""
 
-    sigs: list[Signature] = field(default_factory=list)
+    sigs: list[Signature | QuickCall] = field(default_factory=list)
+    """What is sent: a quick translation as it is (its JSON written), else a Signature."""
     tracked: list[Tracked] = field(default_factory=list)
     metas: list[TaskMeta] = field(default_factory=list)
     parks: list[tuple[Delivery, str]] = field(default_factory=list)
@@ -141,11 +142,10 @@ class CeleryToMachinery(Side):
         for fetched in deliveries:
             quick = self._quick(fetched)
             if quick is not None:
-                plain = quick.signature()
-                sigs.append(plain)
-                sent[plain.uuid] = (fetched, quick)
+                sigs.append(quick)
+                sent[quick.id] = (fetched, quick)
                 if quick.headers.get("ignore_result") is not True:  # _track's, for a leaf
-                    tracked.append(Tracked(plain.uuid, plain.name, since,
+                    tracked.append(Tracked(quick.id, quick.name, since,
                                            group_of(quick.headers),
                                            parent_of(quick.headers)))
                 acks.append(fetched)
@@ -267,7 +267,7 @@ class CeleryToMachinery(Side):
     def _meta(self, ctask: CeleryTask, state: str, result: Any) -> TaskMeta:
         return TaskMeta(ctask.id, state, result, group_id=ctask.group, parent_id=ctask.parent_id)
 
-    def _send(self, sigs: Sequence[Signature], tracked: Sequence[Tracked],
+    def _send(self, sigs: Sequence[Signature | QuickCall], tracked: Sequence[Tracked],
               metas: Sequence[TaskMeta], groups: Sequence[tuple[str, list[str]]]
               ) -> dict[str, str]:
         """Track, InitGroup, PENDING, publish (machinery's SendTask/SendChord order). The
@@ -275,7 +275,7 @@ class CeleryToMachinery(Side):
         state) are not published: returned, with why."""
         return self._send_begin(sigs, tracked, metas, groups)()
 
-    def _send_begin(self, sigs: Sequence[Signature], tracked: Sequence[Tracked],
+    def _send_begin(self, sigs: Sequence[Signature | QuickCall], tracked: Sequence[Tracked],
                     metas: Sequence[TaskMeta], groups: Sequence[tuple[str, list[str]]]
                     ) -> Callable[[], dict[str, str]]:
         """:meth:`_send` with the one-trip script calls sent now; the call returned reads
@@ -287,10 +287,11 @@ class CeleryToMachinery(Side):
                     else None)
         return lambda: self._send_end(sigs if one_trip is None else one_trip(), metas)
 
-    def _send_end(self, sigs: Sequence[Signature], metas: Sequence[TaskMeta]
+    def _send_end(self, sent: Sequence[Signature | QuickCall], metas: Sequence[TaskMeta]
                   ) -> dict[str, str]:
-        """The two-step way for ``sigs`` (what one trip did not send), then ``metas``."""
+        """The two-step way for ``sent`` (what one trip did not send), then ``metas``."""
         refused: dict[str, str] = {}
+        sigs = [s.signature() if isinstance(s, QuickCall) else s for s in sent]
         if sigs:
             try:
                 now = now_utc()

@@ -96,7 +96,7 @@ class OneTripBack:
         left: list[int] = []
         for index, ((state, _), written) in enumerate(zip(pairs, reply, strict=True)):
             if written == 1:
-                self._backend.written_in_redis(state)
+                self._backend.written_in_redis(state.task_uuid)
             elif isinstance(written, list):
                 refused[state.task_uuid] = str(_foreign(
                     state.task_uuid, f"a Redis {written[1].decode('utf-8', 'replace')}"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import json.encoder
+import os
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -313,3 +314,19 @@ def test_delivery_tags_are_random_version_4_uuids() -> None:
         assert str(parsed) == tag and parsed.version == 4
         assert parsed.variant == uuid.RFC_4122
     assert {tag[19] for tag in tags} == set("89ab")
+
+
+def test_a_forked_child_draws_tags_of_its_own() -> None:
+    new_delivery_tag()  # the parent holds tags made ahead
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next tags, to the parent
+        os.close(reader)
+        os.write(writer, " ".join(new_delivery_tag() for _ in range(300)).encode())
+        os._exit(0)
+    os.close(writer)
+    with os.fdopen(reader, "rb") as pipe:
+        child = set(pipe.read().decode().split())
+    os.waitpid(pid, 0)
+    parent = {new_delivery_tag() for _ in range(300)}
+    assert len(child) == 300 and not child & parent

@@ -7,10 +7,10 @@ import uuid
 import pytest
 
 from bridge import DecodeError, EncodeError, GroupMeta, Signature, TaskResult, TaskState
-from bridge.protocol import gojson
+from bridge.protocol import gojson, machinery
 from bridge.protocol.gotime import parse_rfc3339
 from bridge.protocol.machinery import Arg, new_uuid
-from bridge.protocol.state_bytes import completed_state, still_running
+from bridge.protocol.state_bytes import completed_state, pending_jsons, still_running
 
 # Observed from Go's encoding/json (../shared/reference/machinery-wire.md §1.1, §1.7, §2).
 GO_BYTES = [
@@ -162,6 +162,19 @@ def test_completed_states_are_decoded_whatever_their_strings_and_results_hold() 
         decoded = completed_state(raw)
         assert decoded is not None and decoded.state == state.state
         assert decoded.task_name == state.task_name
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_pending_states_of_a_batch_are_the_states_own_bytes(
+        fast: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(machinery, "FAST_WRITERS", fast)
+    created = parse_rfc3339("2026-12-06T13:27:42.418123001Z")
+    tasks = [("task_1", "add"), ("a<b&c>", "x\u2028y"), ("é", 'say "hi"'), ("", ""),
+             ("t\\2", "tab\there")]
+    written = pending_jsons(tasks, created)
+    assert written == [TaskState(uuid_, name, "PENDING", created_at=created).to_json()
+                       for uuid_, name in tasks]
+    assert all(still_running(raw) for raw in written)
 
 
 def test_another_writers_layout_is_decoded_not_guessed() -> None:
