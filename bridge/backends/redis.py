@@ -298,6 +298,10 @@ class RedisBackend(Backend):
         self._splice_loaded = False
         self._cas_loaded = False
         self._lane = Lane(self._client)
+        self._reads = Lane(self._client)
+        """MGETs of many states (the relay's reads of what is in flight) on a lane of their
+        own: redis-py's encoding of a thousand keys costs ~1 µs each; the writes' lane may
+        be busy with a batch sent and not yet read."""
         self._cache = _MergeCache()
         self.chord_mutex = RedsyncMutex(self._client, CHORD_MUTEX_KEY, chord_lock_policy)
 
@@ -325,6 +329,7 @@ class RedisBackend(Backend):
 
     def close(self) -> None:
         self._lane.close()
+        self._reads.close()
         self._client.close()
 
     # ----------------------------------------------------------------- task states
@@ -564,7 +569,12 @@ class RedisBackend(Backend):
             for key in keys:
                 pipe.get(key)
             return cast("list[bytes | None]", pipe.execute())
-        return cast("list[bytes | None]", self._client.mget(keys))
+        replies = self._reads.run([("MGET", *keys)])
+        if replies is None:  # another thread has the lane
+            return cast("list[bytes | None]", self._client.mget(keys))
+        if isinstance(replies[0], Exception):
+            raise replies[0]
+        return cast("list[bytes | None]", replies[0])
 
     def _group_meta(self, group_uuid: str) -> GroupMeta:
         raw = self._get(group_uuid)

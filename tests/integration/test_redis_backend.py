@@ -361,6 +361,24 @@ def test_get_states_and_purge(backend: RedisBackend) -> None:
         backend.group_completed(group, 1)
 
 
+def test_many_states_are_read_on_their_own_lane_while_the_writes_lane_is_busy(
+        redis_url: str) -> None:
+    b = counting_backend(redis_url)
+    ids = [new_uuid() for _ in range(20)]
+    b.set_states([state(u, STARTED) for u in ids[::2]])
+    expected = [state(u, STARTED) if i % 2 == 0 else None for i, u in enumerate(ids)]
+    pending = b.lane.begin([("PING",)])  # a batch sent, its reply not read yet
+    assert pending is not None
+    try:
+        assert round_trips(lambda: b.get_states(ids)) == 1
+        assert b.get_states(ids) == expected
+        assert b._reads._conn is not None and b._reads._conn is not b._lane._conn
+    finally:
+        assert len(pending.read()) == 1
+    with b._reads._lock:  # that lane busy too (another thread): the client's MGET
+        assert b.get_states(ids) == expected
+
+
 def test_repr_hides_the_password() -> None:
     b = RedisBackend("redis://:s3cret@127.0.0.1:1/0")
     assert "s3cret" not in repr(b)
