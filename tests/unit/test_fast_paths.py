@@ -114,6 +114,20 @@ def test_golden_files_take_the_fast_path() -> None:
     assert taken > 100
 
 
+def test_a_uuid_with_minus_zero_in_its_text_takes_the_typed_path() -> None:
+    """"-0a" inside a string is no -0 literal: such a Signature (a fifth of random UUIDs'
+    messages) is read by msgspec, not the pairs path."""
+    ids = ["5d1e0a7b-0a4c-4f0d-9c3e-0f2b6a8d1e3c", "0a1b2c3d-4e5f-4a6b-8c7d-0e9f1a2b3c4d"]
+    sig = Signature(uuid=ids[0], name="add", routing_key="q", group_uuid=ids[1],
+                    headers={"root": ids[1]}, args=[Arg("", "int64", -5)])
+    raw = sig.to_json()
+    assert b"-0a" in raw and Signature._QUICK is not None
+    assert identical(Signature._QUICK(raw), Signature._from_json_exact(raw))
+    literal = raw.replace(b'"Value":-5', b'"Value":-0')  # a -0 literal: the pairs path
+    assert Signature._QUICK(literal) is None
+    assert identical(Signature.from_json(literal), Signature._from_json_exact(literal))
+
+
 EDGE_CASES = [
     b'{"UUID":"a-0","Name":"n","RoutingKey":"","ETA":null,"GroupUUID":"","GroupTaskCount":-0,'
     b'"Args":[{"Name":"","Type":"int64","Value":-0}],"Headers":{"k":-0},"Priority":0,'
@@ -121,7 +135,8 @@ EDGE_CASES = [
     b'"ChordCallback":null,"BrokerMessageGroupId":"","SQSReceiptHandle":"",'
     b'"StopTaskDeletionOnError":false,"IgnoreWhenTaskNotRegistered":false}',
     b'[-0]', b'-0', b'-0 ', b'-01', b' \n-01', b'[-01]', b'{"a":-01}', b'"x-0"',
-    b'{"Priority":-0}', b'{"a":-0.0,"b":-0e1,"c":-0E+1}',
+    b'{"Priority":-0}', b'{"a":-0.0,"b":-0e1,"c":-0E+1}', b'{"a": \n\t-0}', b'[1,\r -0 ]',
+    b'{"a":"x:-0a","b":"[-0]","c":"y-0f-0a"}', b'{"Headers":{"k":[1, -0]}}',
     b'{"UUID":"\\ud800","Name":"\\udfff x","Args":[{"Name":"\\ud800","Type":"string",'
     b'"Value":"\\ud800"}],"Headers":{"\\ud800":1,"\\udbff":2}}',
     b'{"UUID":"a","UUID":null,"Priority":5,"Priority":null}',
