@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -32,11 +32,12 @@ from bridge.protocol.celery import (
     in_default_order,
     serialize,
 )
-from bridge.protocol.celery_canvas import custom_headers, int_priority, python_value
+from bridge.protocol.celery_canvas import custom_headers, int_priority, python_value, value_of
 from bridge.protocol.celery_message import CeleryMessage
 from bridge.protocol.gostruct import INT64_MAX, INT64_MIN
 from bridge.protocol.kombu_envelope import BOOKKEEPING, DEFAULT_MAX_SIZE, MAX_HEADER_DEPTH
 from bridge.protocol.machinery import Arg, Signature
+from bridge.protocol.typed_decode import read_wire_signature
 from bridge.schema import TaskSchema
 
 
@@ -257,6 +258,50 @@ def quick_message(sig: Signature) -> CeleryMessage | None:
             or sig.sqs_receipt_handle or sig.stop_task_deletion_on_error
             or sig.ignore_when_task_not_registered):
         return None
+    items = sig.args or []
+    if None in items:
+        return None  # a null Arg: the exact path names its error
+    return _message_of(sig.name, sig.uuid, sig.priority, carried,
+                       [(arg.name, python_value(arg)) for arg in items])
+
+
+class QuickBack(NamedTuple):
+    """A machinery message read the quick way back: its task and its Celery message."""
+
+    uuid: str
+    name: str
+    message: CeleryMessage
+
+
+def quick_back(body: bytes) -> QuickBack | None:
+    """``quick_message(Signature.from_json(body))`` without the Signature in between, for
+    a Signature made from a plain Celery call (read by msgspec as Go reads it); else None
+    (Go's own Signatures, with no ``celery`` header, are not read twice)."""
+    if b'"celery":{' not in body:
+        return None
+    wire = read_wire_signature(body)
+    if (wire is None or wire.ETA is not None or wire.OnSuccess is not None
+            or wire.OnError is not None or wire.ChordCallback is not None
+            or wire.GroupTaskCount != 0 or wire.Immutable or wire.RetryCount != 0
+            or wire.RetryTimeout != 0 or wire.BrokerMessageGroupId or wire.SQSReceiptHandle
+            or wire.StopTaskDeletionOnError or wire.IgnoreWhenTaskNotRegistered):
+        return None
+    headers = wire.Headers
+    carried = headers.get("celery") if type(headers) is dict else None
+    if type(carried) is not dict:
+        return None
+    try:
+        pairs = [(arg.Name, value_of(arg.Type, arg.Value)) for arg in wire.Args or ()]
+        message = _message_of(wire.Name, wire.UUID, wire.Priority, carried, pairs)
+    except Exception:  # a value the exact path refuses: it says why
+        return None
+    return None if message is None else QuickBack(wire.UUID, wire.Name, message)
+
+
+def _message_of(name: str, task_id: str, priority: int, carried: dict[str, Any],
+                pairs: list[tuple[str, Any]]) -> CeleryMessage | None:
+    """The Celery message of a plain call carried by a Signature: its ``celery`` header and
+    its Args as (name, Python value)."""
     celery_headers, names = carried.get("headers"), carried.get("kwargs") or []
     properties = carried.get("properties") or {}
     protocol, serializer = carried.get("protocol", 2), carried.get("serializer", "json")
@@ -267,21 +312,20 @@ def quick_message(sig: Signature) -> CeleryMessage | None:
             or celery_headers.get("eta") is not None or "compression" in celery_headers
             or not celery_headers.keys().isdisjoint(FIELD_KEYS)):
         return None
-    items = sig.args or []
-    split = len(items) - len(names)
-    if split < 0 or None in items or not all(type(name) is str for name in names):
-        return None  # a null Arg: the exact path names its error
-    args = [python_value(arg) for arg in items[:split]]
-    by_name = {arg.name: arg for arg in items[split:]}
-    kwargs = {name: python_value(by_name[name]) for name in names if name in by_name}
+    split = len(pairs) - len(names)
+    if split < 0 or not all(type(key) is str for key in names):
+        return None
+    args = [value for _, value in pairs[:split]]
+    by_name = dict(pairs[split:])
+    kwargs = {key: by_name[key] for key in names if key in by_name}
     if next(iter(celery_headers), None) == "lang":
-        headers = {"lang": celery_headers["lang"], "task": sig.name, "id": sig.uuid}
+        headers = {"lang": celery_headers["lang"], "task": name, "id": task_id}
     else:
-        headers = {"task": sig.name, "id": sig.uuid}
+        headers = {"task": name, "id": task_id}
     headers.update(celery_headers)
     properties = properties.copy()
-    if sig.priority != (int_priority(properties.get("priority")) or 0):
-        properties["priority"] = sig.priority
+    if priority != (int_priority(properties.get("priority")) or 0):
+        properties["priority"] = priority
     try:
         content_type, encoding, body = serialize([args, kwargs, _NO_EMBED.copy()], "json")
     except Exception:  # what the encoder refuses: the exact path says why
@@ -291,4 +335,5 @@ def quick_message(sig: Signature) -> CeleryMessage | None:
                          headers=headers, properties=properties)
 
 
-__all__ = ["EncodedSignature", "QuickCall", "quick_message", "quick_signature"]
+__all__ = ["EncodedSignature", "QuickBack", "QuickCall", "quick_back", "quick_message",
+           "quick_signature"]

@@ -104,6 +104,18 @@ def _plain_bytes(data: Data) -> bytes | None:
     return None if _MINUS_ZERO.search(data) is not None else data
 
 
+def read_wire_signature(data: Data) -> WireSignature | None:
+    """The Signature's typed structs as the quickest reader reads them (None where the
+    pairs path must decide), for a caller that needs no Signature object."""
+    raw = _plain_bytes(data)
+    if raw is None:
+        return None
+    try:
+        return _read_signature(raw)
+    except Exception:
+        return None
+
+
 def readers(signature_cls: type[Any], arg_cls: type[Any], task_state_cls: type[Any],
             task_result_cls: type[Any], max_nesting: int,
             ) -> tuple[Callable[[Data], Any], Callable[[Data], Any]]:

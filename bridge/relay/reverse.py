@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -42,7 +43,7 @@ from bridge.errors import (
 from bridge.protocol.celery import encode_task
 from bridge.protocol.celery_canvas import from_signature
 from bridge.protocol.celery_message import CeleryMessage
-from bridge.protocol.celery_quick import quick_message
+from bridge.protocol.celery_quick import QuickBack, quick_back, quick_message
 from bridge.protocol.machinery import (
     FAILURE,
     RECEIVED,
@@ -124,15 +125,30 @@ class MachineryToCelery(Side):
     def prepare(self, deliveries: list[Delivery]) -> _Batch:
         """Decode and translate ``deliveries``; what is sent, tracked, stored and parked."""
         batch = _Batch()
-        decoded: list[tuple[Delivery, Signature]] = []
+        decoded: list[tuple[Delivery, Signature | QuickBack]] = []
         for delivery in deliveries:
+            quick = quick_back(delivery.body)  # a plain call from Celery: no Signature made
+            if quick is not None:
+                decoded.append((delivery, quick))
+                continue
             try:
                 decoded.append((delivery, Signature.from_json(delivery.body)))
             except DecodeError as exc:
                 batch.parks.append((delivery, f"undecodable machinery message: {exc}"))
         members = self._group_members({s.group_uuid for _, s in decoded
-                                       if s.group_uuid and s.chord_callback is not None})
+                                       if isinstance(s, Signature) and s.group_uuid
+                                       and s.chord_callback is not None})
+        now = time.time()
         for delivery, sig in decoded:
+            if isinstance(sig, QuickBack):  # what the rest of the loop does for its message
+                batch.acks.append(delivery)
+                if sig.uuid:
+                    batch.received.append((TaskState(sig.uuid, state=RECEIVED), sig.message))
+                    batch.sent[sig.uuid] = delivery
+                    batch.tracked.append(Tracked(sig.uuid, sig.name, now))
+                else:
+                    batch.unstated.append(sig.message)
+                continue
             try:
                 message = self._translate(sig, members)
             except Exception as exc:  # whatever the message holds: this message's reason

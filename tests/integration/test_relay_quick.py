@@ -19,7 +19,7 @@ import redis
 from bridge.endpoints import parse_endpoint
 from bridge.migrate.translate import Translator
 from bridge.protocol.celery import encode_task, new_task
-from bridge.protocol.celery_quick import quick_message
+from bridge.protocol.celery_quick import quick_back, quick_message
 from bridge.protocol.kombu_envelope import to_envelope
 from bridge.relay import RelayOptions, reverse
 from bridge.relay.forward import CeleryToMachinery
@@ -165,8 +165,8 @@ def signatures() -> list[bytes]:
 
 def relay_back(url: str, bodies: list[bytes], quick: bool,
                monkeypatch: pytest.MonkeyPatch, *, one_trip: bool = True,
-               prepare: Callable[[redis.Redis], None] = lambda client: None
-               ) -> tuple[dict[bytes, Any], int]:
+               prepare: Callable[[redis.Redis], None] = lambda client: None,
+               read_back: list[int] | None = None) -> tuple[dict[bytes, Any], int]:
     client = redis.Redis.from_url(url)
     client.flushall()
     prepare(client)
@@ -185,16 +185,28 @@ def relay_back(url: str, bodies: list[bytes], quick: bool,
         taken += message is not None
         return message
 
+    def counted_back(body: bytes) -> Any:  # the quick way that makes no Signature
+        nonlocal taken
+        found = quick_back(body) if quick else None
+        taken += found is not None
+        if read_back is not None:
+            read_back.append(found is not None)
+        return found
+
     monkeypatch.setattr(reverse, "quick_message", counted)
+    monkeypatch.setattr(reverse, "quick_back", counted_back)
     return drain(side, "mq", client), taken
 
 
 def test_the_quick_relay_back_leaves_redis_as_the_exact_one(
         private_redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     bodies = signatures()
-    quick, taken = relay_back(private_redis_url, bodies, True, monkeypatch)
+    read_back: list[int] = []
+    quick, taken = relay_back(private_redis_url, bodies, True, monkeypatch,
+                              read_back=read_back)
     exact, _ = relay_back(private_redis_url, bodies, False, monkeypatch)
     assert taken >= len(plain_calls())
+    assert sum(read_back) >= len(plain_calls()) // 2  # most without a Signature
     assert_same(quick, exact)
 
 
