@@ -20,6 +20,7 @@ reason and is parked in the Celery broker's dead letters.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -280,12 +281,24 @@ class CeleryToMachinery(Side):
                     ) -> Callable[[], dict[str, str]]:
         """:meth:`_send` with the one-trip script calls sent now; the call returned reads
         them and does the rest."""
-        self.inflight.add(tracked)
-        for group_uuid, uuids in groups:
-            self.backend.init_group(group_uuid, uuids)
-        one_trip = (self._one_trip.begin_many(sigs) if sigs and self._one_trip is not None
-                    else None)
-        return lambda: self._send_end(sigs if one_trip is None else one_trip(), metas)
+        tracking = self.inflight.begin_add(tracked)
+        try:
+            for group_uuid, uuids in groups:
+                self.backend.init_group(group_uuid, uuids)
+            one_trip = (self._one_trip.begin_many(sigs)
+                        if sigs and self._one_trip is not None else None)
+        except Exception:
+            with contextlib.suppress(Exception):  # read, so its lane is free again
+                tracking()
+            raise
+
+        def end() -> dict[str, str]:
+            try:
+                left = sigs if one_trip is None else one_trip()
+            finally:
+                tracking()  # a refused record fails the batch (given back) like a write
+            return self._send_end(left, metas)
+        return end
 
     def _send_end(self, sent: Sequence[Signature | QuickCall], metas: Sequence[TaskMeta]
                   ) -> dict[str, str]:

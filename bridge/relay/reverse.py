@@ -180,7 +180,11 @@ class MachineryToCelery(Side):
         database); the call returned reads it, sends what is left the two-step way, parks
         what was refused and gives the deliveries to ack."""
         try:
-            self.inflight.add(batch.tracked)
+            tracking = self.inflight.begin_add(batch.tracked)
+        except Exception:
+            self.abandon(batch)
+            raise
+        try:
             for group, size in batch.chord_sizes.items():
                 self.results.set_chord_size(group, size)
             if batch.failures:
@@ -189,12 +193,17 @@ class MachineryToCelery(Side):
             receiving = (self._one_trip.begin(self.target_queue, batch.received)
                          if self._one_trip is not None else None)
         except Exception:
+            with contextlib.suppress(Exception):  # read, so its lane is free again
+                tracking()
             self.abandon(batch)
             raise
 
         def finish() -> list[Delivery]:
             try:
-                refused = self._finish_sending(batch, receiving)
+                try:
+                    refused = self._finish_sending(batch, receiving)
+                finally:
+                    tracking()  # a refused record fails the batch (given back)
             except Exception:
                 self.abandon(batch)
                 raise

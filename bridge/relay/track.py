@@ -155,17 +155,35 @@ class InFlight:
 
     def add(self, entries: Sequence[Tracked]) -> None:
         """Record ``entries`` (one HSET); a known id keeps its first record."""
+        self.begin_add(entries)()
+
+    def begin_add(self, entries: Sequence[Tracked]) -> Callable[[], None]:
+        """:meth:`add` with the HSET sent now and its reply read by the call returned (which
+        raises a refused write, forgetting those entries), so the relay does not wait for
+        Redis while it runs the next take; the entries are known here at once. On a busy
+        lane the client's way, done before this returns."""
         fresh = [e for e in entries if e.uuid not in self.entries]
         if not fresh:
-            return
+            return _nothing
         records = {e.uuid: e.to_json() for e in fresh}
-        replies = self._lane.run([("HSET", self.key, *chain.from_iterable(records.items()))])
-        if replies is None:  # the lane is busy or unavailable: the client's way
+        pending = self._lane.begin([("HSET", self.key, *chain.from_iterable(records.items()))])
+        if pending is None:  # the lane is busy or unavailable: the client's way
             self.client.hset(self.key, mapping=records)  # type: ignore[arg-type]
-        elif isinstance(replies[0], Exception):
-            raise replies[0]
         for entry in fresh:
             self.entries[entry.uuid] = entry
+        if pending is None:
+            return _nothing
+
+        def read() -> None:
+            try:
+                (reply,) = pending.read()
+                if isinstance(reply, Exception):
+                    raise reply
+            except Exception:
+                for entry in fresh:
+                    self.entries.pop(entry.uuid, None)
+                raise
+        return read
 
     def remove(self, uuids: Iterable[str]) -> None:
         """Forget ``uuids`` (one HDEL)."""
@@ -178,6 +196,10 @@ class InFlight:
 
     def __contains__(self, uuid: object) -> bool:
         return uuid in self.entries
+
+
+def _nothing() -> None:
+    return None
 
 
 def inflight_key(name: str) -> str:

@@ -62,3 +62,29 @@ def test_in_flight_records_survive_a_restart(client: redis.Redis) -> None:
         reloaded.add([Tracked("t3", "add", 2.0)])
     reloaded.remove(["t1", "t2"])
     assert [f.decode() for f in client.hkeys(key)] == ["t3"]
+
+
+def test_records_sent_now_are_read_later(client: redis.Redis) -> None:
+    key = "bridge:relay:test:inflight"
+    inflight = InFlight(client, key)
+    read = inflight.begin_add([Tracked("t1", "add", 1.0), Tracked("t2", "mul", 2.0)])
+    assert set(inflight.entries) == {"t1", "t2"}  # known at once
+    assert not inflight._lane._lock.acquire(blocking=False)  # the lane's, until read
+    read()
+    assert sorted(client.hkeys(key)) == [b"t1", b"t2"]
+    assert inflight.begin_add([Tracked("t1", "other", 3.0)]) is not None  # nothing sent
+    assert json.loads(client.hget(key, "t1") or b"")["n"] == "add"
+
+
+def test_a_refused_record_is_raised_when_read_and_forgotten(client: redis.Redis) -> None:
+    key = "bridge:relay:test:inflight"
+    client.set(key, "not a hash")
+    inflight = InFlight(client, key)
+    inflight.entries["t0"] = Tracked("t0", "kept", 0.5)
+    read = inflight.begin_add([Tracked("t1", "add", 1.0)])
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        read()
+    assert set(inflight.entries) == {"t0"}
+    client.delete(key)
+    inflight.add([Tracked("t1", "add", 1.0)])  # the lane is free again
+    assert client.hkeys(key) == [b"t1"]
