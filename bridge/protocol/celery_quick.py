@@ -17,7 +17,6 @@ and generated ones.
 
 from __future__ import annotations
 
-import base64
 import binascii
 from typing import Any, NamedTuple
 
@@ -183,8 +182,8 @@ def quick_signature(raw: bytes, queue: str, accept: tuple[str, ...],
             or "compression" in headers or "machinery" in headers
             or headers.get("eta") is not None):
         return None
-    try:
-        body = base64.b64decode(envelope.body, validate=True)
+    try:  # b64decode(validate=True)'s bytes where both take it (this one in C alone)
+        body = binascii.a2b_base64(envelope.body, strict_mode=True)
     except (binascii.Error, ValueError):
         return None
     if len(body) > DEFAULT_MAX_BODY or b"\\" in body or b"__type__" in body:
