@@ -34,7 +34,7 @@ from bridge.brokers.base import Delivery
 from bridge.config import ConfigError
 from bridge.endpoints import Endpoint
 from bridge.heap import SparseCollector
-from bridge.outage import Outage
+from bridge.outage import Outage, is_outage
 from bridge.relay.forward import CeleryToMachinery
 from bridge.relay.prefetch import Prefetch
 from bridge.relay.reverse import MachineryToCelery
@@ -303,19 +303,24 @@ class Relay:
             if self._acks:
                 side.consumer.ack(self._acks)
                 self._acks = []
-        except Exception:
-            log.exception("could not acknowledge %d published messages (they will be "
-                          "relayed again)", len(self._acks))
+        except Exception as exc:  # an outage in one line; anything else with its traceback
+            log.error("could not acknowledge %d published messages (they will be relayed "
+                      "again): %s", len(self._acks), exc, exc_info=not is_outage(exc))
         self._give_back()
         side.close()
         log.info("relay stopped (%d results still in flight, kept in %s)", len(self.inflight),
                  self.inflight.key)
 
     def _give_back(self) -> None:
-        for delivery in self.side.held():
+        held = self.side.held()
+        for index, delivery in enumerate(held):
             try:
                 self.side.consumer.requeue(delivery)
-            except Exception:
+            except Exception as exc:
+                if is_outage(exc):  # the rest would wait out the same outage: said once
+                    log.error("could not give %d message(s) back to %s; broker recovery "
+                              "will: %s", len(held) - index, delivery.queue, exc)
+                    return
                 log.exception("could not give a message back to %s; broker recovery will",
                               delivery.queue)
 

@@ -52,11 +52,11 @@ def restart(server: ControlledRedis, log: Path | None = None, down: float = 5.0)
     """Stop (data kept), start again once ``log`` says "unreachable" (redis-py's own
     retries, up to ~5.3 s of back-off, absorb a shorter outage without a word), or after
     ``down`` seconds when there is no log to read."""
-    server.stop()
+    said = log.read_text().count("unreachable") if log is not None and log.exists() else 0
+    server.stop()  # (the tool may say so before this returns: counted before)
     if log is None:
         time.sleep(down)
     else:
-        said = log.read_text().count("unreachable") if log.exists() else 0
         wait_for("the tool to say Redis is unreachable",
                  lambda: log.read_text().count("unreachable") > said, 30)
     server.start()
@@ -165,6 +165,25 @@ def test_async_result_get_waits_through_a_restart(server: ControlledRedis,
     app.close()
 
 
+def relay_a_backlog(url: str, log: Path, *options: str) -> subprocess.Popen[bytes]:
+    """``mbridge relay`` of queue ``cel`` to ``mach`` in batches of 100, logging to ``log``,
+    once it has relayed 2,000."""
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bridge.cli", "relay", "--from", f"celery+{url}?queue=cel",
+             "--to", f"machinery+{url}?queue=mach", "--batch", "100", *options],
+            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    client = redis.Redis.from_url(url)
+    try:
+        wait_for("relaying to start", lambda: client.llen("mach") >= 2_000, 60)
+    except AssertionError:
+        proc.kill()
+        raise
+    finally:
+        client.close()
+    return proc
+
+
 @pytest.mark.parametrize("processes", [1, 2])
 def test_relay_of_a_backlog_loses_nothing_when_redis_restarts_mid_batch(
         server: ControlledRedis, tmp_path: Path, processes: int) -> None:
@@ -173,16 +192,8 @@ def test_relay_of_a_backlog_loses_nothing_when_redis_restarts_mid_batch(
     url = server.url
     log = tmp_path / "relay.log"
     sent = publish_celery(url, "cel", 30_000)
-    client = redis.Redis.from_url(url)
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "bridge.cli", "relay", "--from", f"celery+{url}?queue=cel",
-             "--to", f"machinery+{url}?queue=mach", "--processes", str(processes),
-             "--batch", "100"],
-            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    proc = relay_a_backlog(url, log, "--processes", str(processes))
     try:
-        wait_for("relaying to start", lambda: client.llen("mach") >= 2_000, 60)
-        client.close()
         restart(server, log)
         client = redis.Redis.from_url(url)
         try:
@@ -200,3 +211,35 @@ def test_relay_of_a_backlog_loses_nothing_when_redis_restarts_mid_batch(
         proc.wait(timeout=30)
     text = log.read_text()
     assert "Traceback" not in text, text
+
+
+def test_a_relay_stopped_while_redis_is_down_says_so_in_a_few_lines(
+        server: ControlledRedis, tmp_path: Path) -> None:
+    """SIGTERM during an outage: the relay stops at once, one line for each thing it could
+    not do (no traceback, no line per held message); what it held waits in kombu's unacked
+    for the broker's recovery, and what it never took in its queue."""
+    url = server.url
+    log = tmp_path / "relay.log"
+    sent = publish_celery(url, "cel", 20_000)
+    proc = relay_a_backlog(url, log)
+    try:
+        said = log.read_text().count("unreachable")
+        server.stop()
+        wait_for("the relay to say Redis is unreachable",
+                 lambda: log.read_text().count("unreachable") > said, 30)
+        proc.terminate()
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = log.read_text()
+    assert "Traceback" not in text, text
+    assert "relay stopped" in text, text
+    assert len(text.splitlines()) < 20, text
+    server.start()
+    client = redis.Redis.from_url(url)
+    relayed = {json.loads(raw)["UUID"] for raw in client.lrange("mach", 0, -1)}
+    waiting = {json.loads(raw)["headers"]["id"] for raw in client.lrange("cel", 0, -1)}
+    held = {json.loads(record)[0]["headers"]["id"] for record in client.hvals("unacked")}
+    client.close()
+    assert sent <= relayed | waiting | held, f"{len(sent - relayed - waiting - held)} lost"
