@@ -260,8 +260,11 @@ def quick_message(sig: Signature) -> CeleryMessage | None:
     items = sig.args or []
     if None in items:
         return None  # a null Arg: the exact path names its error
-    return _message_of(sig.name, sig.uuid, sig.priority, carried,
-                       [(arg.name, python_value(arg)) for arg in items])
+    try:
+        pairs = [(arg.name, python_value(arg)) for arg in items]
+    except Exception:  # a value the exact path refuses: it says why
+        return None
+    return _message_of(sig.name, sig.uuid, sig.priority, carried, pairs)
 
 
 class QuickBack(NamedTuple):
