@@ -120,7 +120,8 @@ _TAGS: list[str] = []
 """Delivery tags made ahead from one draw of the system's randomness (a system call a tag
 costs a VM a few microseconds); forgotten by a forked child, which must not reuse them."""
 _TAGS_A_DRAW = 256
-os.register_at_fork(after_in_child=_TAGS.clear)
+if hasattr(os, "register_at_fork"):  # where processes fork (not on Windows)
+    os.register_at_fork(after_in_child=_TAGS.clear)
 
 
 def new_delivery_tag() -> str:
