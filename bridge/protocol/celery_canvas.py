@@ -69,21 +69,21 @@ def python_value(arg: Arg) -> Any:
         return arg.value  # a type Python cannot read: pass the wire value on
 
 
-AS_IS = frozenset({("int64", int), ("string", str), ("bool", bool)})
+_AS_IS = frozenset({("int64", int), ("string", str), ("bool", bool)})
 """An Arg of these (Go type, Python type) carrying the value itself reads back as it."""
 
 
 def value_of(go_type: str, value: Any) -> Any:
     """``python_value`` of an Arg of ``go_type`` carrying ``value``, without making the Arg
     where the value reads back as itself."""
-    if (go_type, type(value)) in AS_IS:
+    if (go_type, type(value)) in _AS_IS:
         return value
     return python_value(Arg("", go_type, value))
 
 
 def _kept(arg: Arg, value: Any) -> bool:
     """Whether a Go worker (and the way back) reads ``arg`` as ``value`` exactly."""
-    if arg.value is value and (arg.type, type(value)) in AS_IS:
+    if arg.value is value and (arg.type, type(value)) in _AS_IS:
         return True
     return _same(python_value(arg), value)
 
@@ -501,6 +501,6 @@ def _from_machinery(sig: Signature, group_index: int | None) -> CeleryTask:
     )
 
 
-__all__ = ["AS_IS", "RESERVED_HEADERS", "SIG_KEYS", "CeleryTranslationError", "custom_headers",
+__all__ = ["RESERVED_HEADERS", "SIG_KEYS", "CeleryTranslationError", "custom_headers",
            "from_signature", "int_priority", "parse_iso", "python_value", "to_signature",
            "value_of"]

@@ -112,7 +112,7 @@ def read_wire_signature(data: Data) -> WireSignature | None:
         return None
     try:
         return _read_signature(raw)
-    except Exception:
+    except Exception:  # not this struct as msgspec reads it: pairs path
         return None
 
 
@@ -127,12 +127,12 @@ def readers(signature_cls: type[Any], arg_cls: type[Any], task_state_cls: type[A
         assert wire.__struct_fields__ == cls._KEYS, cls  # the same fields in Go's order
 
     def read_signature(data: Data) -> Any:
-        raw = _plain_bytes(data)
-        if raw is None:
+        wire = read_wire_signature(data)
+        if wire is None:
             return None
         try:
-            return build_signature(_read_signature(raw), 0)
-        except Exception:  # not this struct as msgspec reads it, or a bad ETA: pairs path
+            return build_signature(wire, 0)
+        except Exception:  # too deep, or a bad ETA: pairs path
             return None
 
     def read_task_state(data: Data) -> Any:

@@ -90,6 +90,18 @@ class _Batch:
     sent: dict[str, Delivery] = field(default_factory=dict)
     """The delivery of each task in ``received``, by id."""
 
+    def translated(self, delivery: Delivery, uuid: str, message: CeleryMessage,
+                   tracked: list[Tracked]) -> None:
+        """``delivery`` became ``message``: acked once sent, RECEIVED first when it has an
+        id, its ids tracked."""
+        self.acks.append(delivery)
+        if uuid:
+            self.received.append((TaskState(uuid, state=RECEIVED), message))
+            self.sent[uuid] = delivery
+        else:
+            self.unstated.append(message)
+        self.tracked += tracked
+
 
 class MachineryToCelery(Side):
     """Consumes a machinery queue, publishes to a Celery queue (see the module docstring)."""
@@ -140,14 +152,9 @@ class MachineryToCelery(Side):
                                        and s.chord_callback is not None})
         now = time.time()
         for delivery, sig in decoded:
-            if isinstance(sig, QuickBack):  # what the rest of the loop does for its message
-                batch.acks.append(delivery)
-                if sig.uuid:
-                    batch.received.append((TaskState(sig.uuid, state=RECEIVED), sig.message))
-                    batch.sent[sig.uuid] = delivery
-                    batch.tracked.append(Tracked(sig.uuid, sig.name, now))
-                else:
-                    batch.unstated.append(sig.message)
+            if isinstance(sig, QuickBack):  # a leaf with nothing but the call
+                batch.translated(delivery, sig.uuid, sig.message,
+                                 [Tracked(sig.uuid, sig.name, now)] if sig.uuid else [])
                 continue
             try:
                 message = self._translate(sig, members)
@@ -159,14 +166,8 @@ class MachineryToCelery(Side):
                 if sig.uuid:
                     batch.failures.append(new_state(sig, FAILURE, error=reason))
                 continue
-            batch.acks.append(delivery)
-            if sig.uuid:
-                batch.received.append((new_state(sig, RECEIVED), message))
-                batch.sent[sig.uuid] = delivery
-            else:
-                batch.unstated.append(message)
-            batch.tracked += track_signature(sig, group=None, parent=None,
-                                             chain_failure=DROP, chord_failure=None)
+            batch.translated(delivery, sig.uuid, message, track_signature(
+                sig, group=None, parent=None, chain_failure=DROP, chord_failure=None, now=now))
             if sig.chord_callback is not None and sig.group_uuid:
                 batch.chord_sizes[sig.group_uuid] = sig.group_task_count
         return batch

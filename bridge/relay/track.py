@@ -169,8 +169,7 @@ class InFlight:
         pending = self._lane.begin([("HSET", self.key, *chain.from_iterable(records.items()))])
         if pending is None:  # the lane is busy or unavailable: the client's way
             self.client.hset(self.key, mapping=records)  # type: ignore[arg-type]
-        for entry in fresh:
-            self.entries[entry.uuid] = entry
+        self.entries.update((entry.uuid, entry) for entry in fresh)
         if pending is None:
             return _nothing
 

@@ -72,8 +72,11 @@ def test_records_sent_now_are_read_later(client: redis.Redis) -> None:
     assert not inflight._lane._lock.acquire(blocking=False)  # the lane's, until read
     read()
     assert sorted(client.hkeys(key)) == [b"t1", b"t2"]
-    assert inflight.begin_add([Tracked("t1", "other", 3.0)]) is not None  # nothing sent
+    inflight.begin_add([Tracked("t1", "other", 3.0)])  # known: nothing sent, nothing held
+    assert inflight._lane._lock.acquire(blocking=False)
+    inflight._lane._lock.release()
     assert json.loads(client.hget(key, "t1") or b"")["n"] == "add"
+    assert inflight.entries["t1"].name == "add"
 
 
 def test_a_refused_record_is_raised_when_read_and_forgotten(client: redis.Redis) -> None:
