@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from functools import partial
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import redis
 from hiredis import pack_command as _hiredis_pack  # redis[hiredis] is a dependency
@@ -21,6 +21,14 @@ SPIN_ENV = "BRIDGE_REDIS_SPIN_US"
 """The environment variable that sets the reply spin, in µs (0: off)."""
 SPIN_NS = int(os.environ.get(SPIN_ENV, "100")) * 1000
 """How long a lane's round trip polls for its reply before its read blocks (0: never)."""
+
+
+class Packed(NamedTuple):
+    """Commands already in RESP (``replies`` of them), sent by :meth:`Lane.begin` as they are:
+    a caller that writes large values builds their bytes once instead of packing them."""
+
+    data: bytes
+    replies: int
 
 
 class Lane:
@@ -75,13 +83,13 @@ class Lane:
         count = 0
         try:
             for command in commands:
-                packed = pack(conn, [command])
+                packed = [command.data] if isinstance(command, Packed) else pack(conn, [command])
                 if count:
                     conn.send_packed_command(packed)
                 else:  # a stale pooled connection reconnects here
                     conn.retry.call_with_retry(partial(conn.send_packed_command, packed),
                                                lambda _error: conn.disconnect())
-                count += 1
+                count += command.replies if isinstance(command, Packed) else 1
         except BaseException:
             if count:  # replies nobody will read: the connection is out of step
                 conn.disconnect()

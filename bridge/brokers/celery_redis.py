@@ -53,6 +53,7 @@ from bridge.brokers.celery_redis_inspect import (
     priority_of,
 )
 from bridge.brokers.celery_redis_layout import PRIORITY_STEPS, SEP, CeleryKeys, Scripts
+from bridge.brokers.celery_redis_window import WindowTake
 from bridge.brokers.dead_letters import now_rfc3339
 from bridge.brokers.redis_dead import DROPS, default_max_dead_letters, gate_bytes
 from bridge.config import RedisConfig, redact_url
@@ -122,6 +123,11 @@ class CeleryRedisBroker(CeleryRedisInspection, CeleryBroker):
         self.worker_id = worker_id or (
             f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}")
         self.default_queue = default_queue
+        self._window = WindowTake(client, self.lane, self.keys, self.worker_id,
+                                  max_message_bytes, int((block_slice + lease_ttl) * 1000))
+        self.window_take = True
+        """A prefetched take copies its window unread and records it from here
+        (:mod:`bridge.brokers.celery_redis_window`); False: the take script."""
         self._held: dict[str, Delivery] = {}
         self._queues: set[str] = set()
         self._bound: set[str] = set()
@@ -193,6 +199,7 @@ class CeleryRedisBroker(CeleryRedisInspection, CeleryBroker):
         """
         if queue not in self._queues:
             self._start_consuming(queue)
+        self._window.write()
         tags = [self._release(d) for d in ack]
         items = self._take(queue, max_count, tags) if max_count > 0 or tags else []
         if items or timeout <= 0 or max_count <= 0:
@@ -213,6 +220,8 @@ class CeleryRedisBroker(CeleryRedisInspection, CeleryBroker):
         if queue not in self._queues or max_count < 1:
             return None
         tags = [str(d.tag) for d in ack]  # released once the take's reply is read
+        if self.gate and self.window_take:
+            return self._fetch_window_later(queue, max_count, ack, tags)
         keys, args = self._take_args(queue, max_count, tags)
         later = run_script_later(self.lane, self.scripts.take, keys, args)
         if later is None:
@@ -228,9 +237,29 @@ class CeleryRedisBroker(CeleryRedisInspection, CeleryBroker):
             return self._deliveries(queue, items)
         return read
 
+    def _fetch_window_later(self, queue: str, max_count: int, ack: Sequence[Delivery],
+                            tags: list[str]) -> Callable[[], list[Delivery]] | None:
+        """:meth:`fetch_later` by :class:`WindowTake` (the take script when it cannot)."""
+        window = self._window.begin(queue, max_count, tags)
+        if window is None:
+            return None
+
+        def read() -> list[Delivery]:
+            try:
+                items, acked = window()
+            except redis.ResponseError:  # an ACL refusing SORT/MEMORY: _take says so
+                items, acked = None, False
+            if items is None:  # staged already, too large at once, or not run
+                items = self._take(queue, max_count, () if acked else tags)
+            for delivery in ack:
+                self._release(delivery)
+            return self._deliveries(queue, items)
+        return read
+
     def unknown_held(self, queue: str, known: Sequence[Delivery]) -> list[Delivery]:
         """What this worker's last take of ``queue`` left in kombu's unacked beyond ``known``
         (a take whose reply an outage lost), as deliveries held from now on."""
+        self._window.write()
         raw = self.client.get(self.keys.taken(queue, self.worker_id))
         taken = json.loads(raw) if raw else []
         seen = {str(d.tag) for d in known}
@@ -352,6 +381,7 @@ class CeleryRedisBroker(CeleryRedisInspection, CeleryBroker):
         """ZREM + HDEL from kombu's indices (MULTI, as kombu's ack), one round trip."""
         if not deliveries:
             return
+        self._window.write()
         tags = [self._release(d) for d in deliveries]
         pipe = self.client.pipeline(transaction=True)
         pipe.zrem(self.keys.key(self.keys.unacked_index), *tags)
@@ -377,6 +407,7 @@ class CeleryRedisBroker(CeleryRedisInspection, CeleryBroker):
         self._park(delivery, reason)
 
     def _park(self, delivery: Delivery, reason: str) -> None:
+        self._window.write()
         queue = delivery.queue
         log.warning("parked a message of %s in %s: %s", queue, self.keys.dead(queue), reason)
         dropped = int(self.scripts.park_unacked(
@@ -390,6 +421,7 @@ class CeleryRedisBroker(CeleryRedisInspection, CeleryBroker):
 
     def _move_unacked(self, tag: str, targets: Sequence[str], value: bytes, how: str, *,
                       expected: bytes = b"", score: float = 0.0) -> bool:
+        self._window.write()
         keys = [self.keys.key(self.keys.unacked), self.keys.key(self.keys.unacked_index),
                 *targets]
         done = self.scripts.move_unacked(keys=keys, args=[tag, expected, how, value,
@@ -521,6 +553,8 @@ class CeleryRedisBroker(CeleryRedisInspection, CeleryBroker):
     def close(self) -> None:
         """Put what this broker still holds back at the front of its queues (kombu's
         shutdown restore) and give back anything staged."""
+        with contextlib.suppress(redis.RedisError):  # what it records stays staged
+            self._window.write()
         for tag, delivery in reversed(self._held.items()):  # newest first, as kombu pops
             target = self.keys.list_for(delivery.queue, priority_of(delivery.body))
             self._move_unacked(tag, [target], mark_redelivered(delivery.body), "rpush")
