@@ -125,8 +125,8 @@ class CeleryRedisBroker(CeleryRedisInspection, CeleryBroker):
         self.default_queue = default_queue
         self._window = WindowTake(client, self.lane, self.keys, self.worker_id,
                                   max_message_bytes, int((block_slice + lease_ttl) * 1000))
-        self.window_take = True
-        """A prefetched take copies its window unread and records it from here
+        self.window_take = False
+        """True: a prefetched take copies its window unread and records it from here
         (:mod:`bridge.brokers.celery_redis_window`); False: the take script."""
         self._held: dict[str, Delivery] = {}
         self._queues: set[str] = set()

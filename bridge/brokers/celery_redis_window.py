@@ -259,13 +259,20 @@ class WindowTake:
         head = [_bulk(b"HSET"), _bulk(self.keys.key(self.keys.unacked).encode())]
         chunks = [b"*%d\r\n" % (2 + 2 * len(taken)), *head]
         ends: dict[tuple[bytes, bytes], bytes] = {}
+        sizes: dict[int, bytes] = {}  # a length's RESP head, made once
         for item, (tag, exchange, routing_key) in zip(taken, fields, strict=True):
             end = ends.get((exchange, routing_key))
             if end is None:
                 end = ends[exchange, routing_key] = b', "%s", "%s"]\r\n' % (exchange,
                                                                               routing_key)
-            chunks += (b"$%d\r\n%s\r\n$%d\r\n[" % (len(tag), tag, len(item) + len(end) - 1),
-                       item, end)
+            tag_head = sizes.get(-len(tag))
+            if tag_head is None:
+                tag_head = sizes[-len(tag)] = b"$%d\r\n" % len(tag)
+            size = len(item) + len(end) - 1  # the record: "[", the message, its end
+            record_head = sizes.get(size)
+            if record_head is None:
+                record_head = sizes[size] = b"\r\n$%d\r\n[" % size
+            chunks += (tag_head, tag, record_head, item, end)
         now = repr(time.time()).encode()
         scores: list[bytes] = []
         for tag in tags:

@@ -113,6 +113,8 @@ class CeleryToMachinery(Side):
         as encoded (machinery's Redis layout, to a named queue: the broker changes nothing
         before it writes it) and the Celery message is a kombu Redis envelope, fetched
         undecoded (what the quick path does not take is decoded after it)."""
+        if isinstance(source, CeleryRedisBroker):
+            source.window_take = options.window_take
         if type(broker) is RedisBroker and isinstance(source, CeleryRedisBroker) and queue:
             self._raw_source = source
             source.decode_on_fetch = False

@@ -194,6 +194,7 @@ def run_side_by_side(source: Endpoint, target: Endpoint, options: RelayOptions,
     SIGINT stop them all gracefully); returns the exit status 0. With one, it is the relay
     alone (having taken over what helpers of an earlier run owed)."""
     name = options.name or relay_name(source, target)
+    options = replace(options, window_take=options.window_take or processes > 1)
     relay: Relay = open_relay(source, target, replace(options, name=name))
     adopt_orphans(relay.inflight.client, name, processes)
     helpers = [_Helper(HelperSpec(source, target, replace(options, name=helper_name(name, n)),

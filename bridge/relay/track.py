@@ -229,6 +229,12 @@ class RelayOptions:
     accept: tuple[str, ...] = ("json", "msgpack")
     """Celery → machinery: the serializers taken from Celery messages (a Celery app's
     accept_content); others are refused and parked."""
+    window_take: bool = False
+    """Celery → machinery on Redis: take a backlog by the window take
+    (:mod:`bridge.brokers.celery_redis_window`), which moves ~8 µs a message of work from
+    redis-server to the relay's process. Set where several relay processes share one
+    Redis (``--processes`` 2 or more): there redis-server is what they wait on, while one
+    process alone is bound by its own CPU (bench/results/issue13-2026-12-06f.txt)."""
 
 
 class Side(ABC):

@@ -213,8 +213,9 @@ def test_relay_of_a_backlog_loses_nothing_when_redis_restarts_mid_batch(
     assert "Traceback" not in text, text
 
 
+@pytest.mark.parametrize("processes", [1, 2])  # 2: the window take (celery_redis_window)
 def test_a_relay_stopped_while_redis_is_down_says_so_in_a_few_lines(
-        server: ControlledRedis, tmp_path: Path) -> None:
+        server: ControlledRedis, tmp_path: Path, processes: int) -> None:
     """SIGTERM during an outage: the relay stops at once, one line for each thing it could
     not do (no traceback, no line per held message); what it held waits in kombu's unacked
     for the broker's recovery, what a take cut between its steps left staged goes back with
@@ -222,7 +223,7 @@ def test_a_relay_stopped_while_redis_is_down_says_so_in_a_few_lines(
     url = server.url
     log = tmp_path / "relay.log"
     sent = publish_celery(url, "cel", 20_000)
-    proc = relay_a_backlog(url, log)
+    proc = relay_a_backlog(url, log, "--processes", str(processes))
     try:
         said = log.read_text().count("unreachable")
         server.stop()

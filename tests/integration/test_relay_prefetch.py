@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import redis
 
 from bridge.brokers.celery_redis import CeleryRedisBroker
@@ -41,12 +42,14 @@ def machinery_calls(url: str, queue: str) -> None:
     broker.close()
 
 
-def relay_between(url: str, source: str, target: str) -> tuple[Relay, list[bool]]:
-    """A relay of batches of ``BATCH``, and the outcomes of its takes ahead."""
+def relay_between(url: str, source: str, target: str, window: bool = False
+                  ) -> tuple[Relay, list[bool]]:
+    """A relay of batches of ``BATCH`` (``window``: by the window take), and the outcomes
+    of its takes ahead."""
     src, dst = source.split(":"), target.split(":")
     relay = open_relay(parse_endpoint(f"{src[0]}+{url}?queue={src[1]}"),
                        parse_endpoint(f"{dst[0]}+{url}?queue={dst[1]}"),
-                       RelayOptions(batch=BATCH, fetch_timeout=0.2))
+                       RelayOptions(batch=BATCH, fetch_timeout=0.2, window_take=window))
     started: list[bool] = []
     start = relay._prefetch.start
 
@@ -79,11 +82,12 @@ def celery_values(client: redis.Redis, queue: str) -> list[int]:
             for raw in reversed(client.lrange(queue, 0, -1))]
 
 
+@pytest.mark.parametrize("window", [False, True])
 def test_celery_to_machinery_takes_ahead_and_relays_each_once_in_order(
-        private_redis_url: str) -> None:
+        private_redis_url: str, window: bool) -> None:
     client = redis.Redis.from_url(private_redis_url)
     celery_calls(private_redis_url, "cq")
-    relay, started = relay_between(private_redis_url, "celery:cq", "machinery:mq")
+    relay, started = relay_between(private_redis_url, "celery:cq", "machinery:mq", window)
     run_until(relay, lambda: client.llen("mq") >= COUNT)
     assert machinery_values(client, "mq") == list(range(COUNT))
     assert started.count(True) >= COUNT // BATCH - 1
@@ -115,10 +119,12 @@ def stop_after_first_batch(relay: Relay) -> None:
     relay.side.prepare = prepare_then_stop  # type: ignore[method-assign]
 
 
-def test_a_stop_gives_the_batch_taken_ahead_back_to_the_front(private_redis_url: str) -> None:
+@pytest.mark.parametrize("window", [False, True])
+def test_a_stop_gives_the_batch_taken_ahead_back_to_the_front(private_redis_url: str,
+                                                              window: bool) -> None:
     client = redis.Redis.from_url(private_redis_url)
     celery_calls(private_redis_url, "cq")
-    relay, started = relay_between(private_redis_url, "celery:cq", "machinery:mq")
+    relay, started = relay_between(private_redis_url, "celery:cq", "machinery:mq", window)
     stop_after_first_batch(relay)
     relay.run()
     assert started == [True]
@@ -140,13 +146,14 @@ def test_a_stop_gives_back_the_machinery_batch_taken_ahead(private_redis_url: st
     assert client.llen(QueueKeys.of("mq").processing(worker_id)) == 0
 
 
+@pytest.mark.parametrize("window", [False, True])
 def test_a_failed_turn_with_a_batch_taken_ahead_relays_each_once(
-        private_redis_url: str) -> None:
+        private_redis_url: str, window: bool) -> None:
     """After a failed turn the relay adopts what a lost take left held; the batch taken ahead
     (read once Redis answers) is its own, not one to adopt again."""
     client = redis.Redis.from_url(private_redis_url)
     celery_calls(private_redis_url, "cq")
-    relay, started = relay_between(private_redis_url, "celery:cq", "machinery:mq")
+    relay, started = relay_between(private_redis_url, "celery:cq", "machinery:mq", window)
     carry = relay.carry
     failures = [ConnectionError("Redis went away for a moment")]
 
