@@ -192,7 +192,6 @@ class Relay:
                 raise
             try:
                 self._sent()  # the last batch's writes ran meanwhile: acknowledge it
-                self._advance()  # then the next take's reply, before this batch's writes
             except Exception:
                 side.abandon(prepared)
                 raise
@@ -219,14 +218,6 @@ class Relay:
             log.warning("%d message(s) of %s were taken by a call whose reply was lost: "
                         "relaying them now", len(found), side.queue)
         return found
-
-    def _advance(self) -> None:
-        """:meth:`Prefetch.advance`; a failed read's acks are kept for the next take."""
-        try:
-            self._prefetch.advance()
-        except Exception:
-            self._acks = self._prefetch.unacknowledged() + self._acks
-            raise
 
     def _prefetched(self) -> list[Delivery] | None:
         """The batch the last turn started fetching (None: none); a failed fetch's acks

@@ -29,12 +29,11 @@ class Prefetch:
         self.queue = queue
         self.batch = batch
         self._read: Callable[[], list[Delivery]] | None = None
-        self._ready: list[Delivery] | None = None
         self._acks: list[Delivery] = []
 
     @property
     def in_flight(self) -> bool:
-        return self._read is not None or self._ready is not None
+        return self._read is not None
 
     def start(self, acks: Sequence[Delivery]) -> bool:
         """Send the next take now, acknowledging ``acks`` with it; False when the broker
@@ -47,21 +46,14 @@ class Prefetch:
         self._acks = list(acks)
         return True
 
-    def advance(self) -> None:
-        """Read the take in flight now, its batch kept for :meth:`collect`: a take whose
-        reply asks Redis more (the window take's ``HMGET``) does it while nothing else of
-        this relay is queued there. A failure is raised as :meth:`collect` raises it."""
-        read, self._read = self._read, None
-        if read is not None:
-            self._ready = read()
-
     def collect(self) -> list[Delivery] | None:
         """The prefetched batch (None when none is in flight). When reading it fails, the
         error is raised and :meth:`unacknowledged` gives back the acks it carried."""
-        self.advance()
-        deliveries, self._ready = self._ready, None
-        if deliveries is not None:
-            self._acks = []
+        read, self._read = self._read, None
+        if read is None:
+            return None
+        deliveries = read()
+        self._acks = []
         return deliveries
 
     def unacknowledged(self) -> list[Delivery]:

@@ -231,10 +231,11 @@ class RelayOptions:
     accept_content); others are refused and parked."""
     window_take: bool = False
     """Celery → machinery on Redis: take a backlog by the window take
-    (:mod:`bridge.brokers.celery_redis_window`), which moves ~8 µs a message of work from
-    redis-server to the relay's process. Set where several relay processes share one
-    Redis (``--processes`` 2 or more): there redis-server is what they wait on, while one
-    process alone is bound by its own CPU (bench/results/issue13-2026-12-06f.txt)."""
+    (:mod:`bridge.brokers.celery_redis_window`): redis-server spends 7-11 µs a message less
+    and the relay's processes more. Set where relay processes run side by side
+    (``--processes`` 2 or more), as they scale with cores and redis-server's one thread
+    does not; one process alone is bound by its own CPU (bench/results/
+    issue13-2026-12-06f.txt)."""
 
 
 class Side(ABC):
