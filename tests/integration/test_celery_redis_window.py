@@ -186,3 +186,24 @@ def test_a_take_that_crashed_before_recording_is_given_back(urls: tuple[str, str
     assert client.llen(QUEUE) == 30
     assert drain(other) and client.hlen("unacked") == 0
     other.close()
+
+
+def test_records_are_written_on_a_connection_of_their_own_when_the_lane_is_busy(
+        urls: tuple[str, str]) -> None:
+    client = redis.Redis.from_url(urls[0])
+    broker = broker_on(urls[0], True)
+    broker.publish_raw(QUEUE, [envelope(i) for i in range(20)])
+    read = broker.fetch_later(QUEUE, 10, [])
+    assert read is not None
+    taken = read()
+    assert client.hlen("unacked") == 0
+    assert broker.lane._lock.acquire(blocking=False)  # another caller holds the lane
+    try:
+        broker._window.write()
+    finally:
+        broker.lane._lock.release()
+    assert sorted(client.hkeys("unacked")) == sorted(d.tag.encode() for d in taken)
+    assert not client.exists(broker.keys.staging(QUEUE, broker.worker_id))
+    assert json.loads(client.get(broker.keys.taken(QUEUE, broker.worker_id)) or b"[]") == [
+        d.tag for d in taken]
+    broker.close()
