@@ -11,7 +11,9 @@ and out of it three times, most of the Redis time a relayed message costs (16.5 
    there (``MEMORY USAGE``, as the take script's gate sizes a window) and trimmed off the
    list; the worker's lease is renewed. A plain ``LRANGE`` of the staging list follows in
    the same round trip. While they are staged, a crash leaves them to ``recover_staged``
-   (or this worker's ``close``), as a blocked wait's staged message.
+   (or this worker's ``close``), as a blocked wait's staged message: the next bridge
+   consumer of the queue gives them back once the lease ends; kombu's own
+   ``restore_visible`` does not know the staging list.
 2. The client finds each message's tag, exchange and routing key where kombu writes them
    (the take script's ``quick_fields``) and asks which tags are unacked already (``HMGET``).
 3. One ``MULTI``: kombu's records (``HSET``) and index entries (``ZADD NX``), the tags of
