@@ -53,7 +53,7 @@ from bridge.brokers.celery_redis_inspect import (
     priority_of,
 )
 from bridge.brokers.celery_redis_layout import PRIORITY_STEPS, SEP, CeleryKeys, Scripts
-from bridge.brokers.celery_redis_window import WindowTake
+from bridge.brokers.celery_redis_window import Taken, WindowTake
 from bridge.brokers.dead_letters import now_rfc3339
 from bridge.brokers.redis_dead import DROPS, default_max_dead_letters, gate_bytes
 from bridge.config import RedisConfig, redact_url
@@ -216,45 +216,36 @@ class CeleryRedisBroker(CeleryRedisInspection, CeleryBroker):
 
     def fetch_later(self, queue: str, max_count: int, ack: Sequence[Delivery] = ()
                     ) -> Callable[[], list[Delivery]] | None:
-        """The take script sent now, its deliveries read by the call returned."""
+        """The take sent now (the take script, or :class:`WindowTake` when ``window_take``),
+        its deliveries read by the call returned."""
         if queue not in self._queues or max_count < 1:
             return None
         tags = [str(d.tag) for d in ack]  # released once the take's reply is read
-        if self.gate and self.window_take:
-            return self._fetch_window_later(queue, max_count, ack, tags)
-        keys, args = self._take_args(queue, max_count, tags)
-        later = run_script_later(self.lane, self.scripts.take, keys, args)
-        if later is None:
+        taking = (self._window.begin(queue, max_count, tags) if self.gate and self.window_take
+                  else self._script_later(queue, max_count, tags))
+        if taking is None:
             return None
 
         def read() -> list[Delivery]:
             try:
-                items = self._taken(queue, later())
+                items, acked = taking()  # None: the window take leaves it to the script
             except redis.ResponseError:  # an ACL refusing SORT/MEMORY: _take says so, ungated
-                items = self._take(queue, max_count, tags)
-            for delivery in ack:
-                self._release(delivery)
-            return self._deliveries(queue, items)
-        return read
-
-    def _fetch_window_later(self, queue: str, max_count: int, ack: Sequence[Delivery],
-                            tags: list[str]) -> Callable[[], list[Delivery]] | None:
-        """:meth:`fetch_later` by :class:`WindowTake` (the take script when it cannot)."""
-        window = self._window.begin(queue, max_count, tags)
-        if window is None:
-            return None
-
-        def read() -> list[Delivery]:
-            try:
-                items, acked = window()
-            except redis.ResponseError:  # an ACL refusing SORT/MEMORY: _take says so
                 items, acked = None, False
-            if items is None:  # staged already, too large at once, or not run
+            if items is None:
                 items = self._take(queue, max_count, () if acked else tags)
             for delivery in ack:
                 self._release(delivery)
             return self._deliveries(queue, items)
         return read
+
+    def _script_later(self, queue: str, max_count: int, tags: list[str]
+                      ) -> Callable[[], tuple[Taken, bool]] | None:
+        """The take script sent now; the call returned reads what it took (acks done)."""
+        keys, args = self._take_args(queue, max_count, tags)
+        later = run_script_later(self.lane, self.scripts.take, keys, args)
+        if later is None:
+            return None
+        return lambda: (self._taken(queue, later()), True)
 
     def unknown_held(self, queue: str, known: Sequence[Delivery]) -> list[Delivery]:
         """What this worker's last take of ``queue`` left in kombu's unacked beyond ``known``

@@ -38,7 +38,7 @@ class Prefetch:
     def start(self, acks: Sequence[Delivery]) -> bool:
         """Send the next take now, acknowledging ``acks`` with it; False when the broker
         cannot (nothing sent, ``acks`` not acknowledged)."""
-        if self.in_flight:
+        if self._read is not None:
             raise RuntimeError("a prefetch is already in flight")
         self._read = self.consumer.fetch_later(self.queue, self.batch, acks)
         if self._read is None:

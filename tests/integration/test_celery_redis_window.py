@@ -48,6 +48,13 @@ def broker_on(url: str, window: bool, **options: object) -> CeleryRedisBroker:
     return broker
 
 
+def take(broker: CeleryRedisBroker, count: int) -> list[Delivery]:
+    """One prefetched take of QUEUE (nothing acknowledged), read at once."""
+    read = broker.fetch_later(QUEUE, count, [])
+    assert read is not None
+    return read()
+
+
 def drain(broker: CeleryRedisBroker, batch: int = 50) -> list[Delivery]:
     """Every message of QUEUE by prefetched takes, each acknowledging the one before."""
     got: list[Delivery] = []
@@ -119,9 +126,7 @@ def test_records_match_the_take_scripts_byte_for_byte(urls: tuple[str, str]) -> 
     for window, url in zip((True, False), urls, strict=True):
         broker = broker_on(url, window)
         broker.publish_raw(QUEUE, raws)
-        read = broker.fetch_later(QUEUE, 100, [])
-        assert read is not None
-        got = read()
+        got = take(broker, 100)
         broker.fetch(QUEUE, 0, 0)  # writes what the window recorded (nothing acked)
         records[window] = (broker.client.hgetall("unacked"),
                            sorted(broker.client.zrange("unacked_index", 0, -1)),
@@ -137,32 +142,24 @@ def test_a_tag_unacked_already_stops_the_window_and_the_script_parks_it(
     broker = broker_on(urls[0], True)
     broker.client.hset("unacked", "t3", b'["held elsewhere", "", "windowq"]')
     broker.publish_raw(QUEUE, raws)
-    read = broker.fetch_later(QUEUE, 10, [])
-    assert read is not None
-    assert [d.tag for d in read()] == ["t0", "t1", "t2"]
-    read = broker.fetch_later(QUEUE, 10, [])
-    assert read is not None
-    assert [d.tag for d in read()] == [f"t{i}" for i in range(4, 10)]
+    assert [d.tag for d in take(broker, 10)] == ["t0", "t1", "t2"]
+    assert [d.tag for d in take(broker, 10)] == [f"t{i}" for i in range(4, 10)]
     assert broker.client.hget("unacked", "t3") == b'["held elsewhere", "", "windowq"]'
     [entry] = broker.client.lrange(broker.keys.dead(QUEUE), 0, -1)
     assert "duplicate delivery_tag t3" in json.loads(entry)["reason"]
     broker.close()
 
 
-def test_records_are_written_before_an_ack_a_fetch_or_a_close(urls: tuple[str, str]) -> None:
+def test_records_are_written_before_an_ack_the_next_take_or_a_close(urls: tuple[str, str]) -> None:
     client = redis.Redis.from_url(urls[0])
     broker = broker_on(urls[0], True)
     broker.publish_raw(QUEUE, [envelope(i) for i in range(20)])
-    read = broker.fetch_later(QUEUE, 10, [])
-    assert read is not None
-    first = read()
+    first = take(broker, 10)
     staging = broker.keys.staging(QUEUE, broker.worker_id)
     assert client.llen(staging) == 10 and client.hlen("unacked") == 0  # step 3 waits
     broker.ack(first[:4])
     assert client.hlen("unacked") == 6 and not client.exists(staging)
-    read = broker.fetch_later(QUEUE, 10, [])
-    assert read is not None
-    second = read()
+    second = take(broker, 10)
     assert len(second) == 10 and client.llen(QUEUE) == 0
     broker.close()  # writes the records, then gives every held message back
     assert client.hlen("unacked") == 0 and not client.exists(staging)
@@ -177,9 +174,7 @@ def test_a_take_that_crashed_before_recording_is_given_back(urls: tuple[str, str
     crashed._window.lease_ms = 200
     raws = [envelope(i) for i in range(30)]
     crashed.publish_raw(QUEUE, raws)
-    read = crashed.fetch_later(QUEUE, 30, [])
-    assert read is not None
-    assert len(read()) == 30  # taken; step 3 never sent: the process "dies" here
+    assert len(take(crashed, 30)) == 30  # taken; step 3 never sent: the process "dies" here
     assert client.llen(QUEUE) == 0
     time.sleep(0.3)
     other = broker_on(urls[0], True)  # a consumer starting gives back expired staging
@@ -193,9 +188,7 @@ def test_records_are_written_on_a_connection_of_their_own_when_the_lane_is_busy(
     client = redis.Redis.from_url(urls[0])
     broker = broker_on(urls[0], True)
     broker.publish_raw(QUEUE, [envelope(i) for i in range(20)])
-    read = broker.fetch_later(QUEUE, 10, [])
-    assert read is not None
-    taken = read()
+    taken = take(broker, 10)
     assert client.hlen("unacked") == 0
     assert broker.lane._lock.acquire(blocking=False)  # another caller holds the lane
     try:
