@@ -12,6 +12,13 @@ Run: ``python -m bench.relay_levers [--messages 50000] [--rounds 3] [--redis URL
   records with ``HSETNX`` (a tag unacked already is not written over), the index with one
   ``ZADD`` and the acks with one ``HDEL`` and ``ZREM``, in one ``MULTI``. Not what the
   relay does: what a take without the items passing through Lua would cost Redis.
+* **machinery take + ack, our script**: ``RedisBroker.fetch_later`` in batches of 500 with
+  the last batch's acks, as the relay's way back took until 2026-12-06 (the take script
+  reads each message into Lua and pushes it onto the processing list; the ack sends every
+  body back to be compared).
+* **machinery take + ack, windows**: the same calls with ``window_take`` on, as the relay
+  takes now (``bridge.brokers.redis_window``: ``SORT ... STORE`` into a window, a plain
+  ``LRANGE``, a window acked whole deleted with the next take).
 * **PENDING + publish, our script**: ``OneTripSend.send_many`` (the relay's and
   ``send_batch``'s one-trip script, 200 tasks a call).
 * **the same as plain commands**: ``SET ... EX NX`` for each state in one ``MULTI``, then
@@ -41,6 +48,7 @@ from bridge.brokers.celery_redis import CeleryRedisBroker
 from bridge.brokers.redis import RedisBroker
 from bridge.config import Config
 from bridge.localredis import local_redis
+from bridge.protocol.celery_quick import quick_signature
 from bridge.protocol.machinery import Arg, Signature
 from bridge.protocol.state_bytes import pending_jsons
 from bridge.redis_send import CHUNK, OneTripSend
@@ -127,6 +135,48 @@ def take_by_plain_commands(url: str, messages: int) -> float:
     return _spent(client, messages, run)
 
 
+def _machinery_take(url: str, messages: int, window: bool) -> float:
+    """redis-server µs a message: the relay's machinery take and ack, 1 KB Signatures."""
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    publish(url, QUEUE, 1000)
+    one = quick_signature(cast(bytes, client.lindex(QUEUE, 0)), "machinery_levers",
+                          ("json",))
+    assert one is not None, "the bench's Celery call is a plain one"
+    client.delete(QUEUE)
+    for start in range(0, messages, 10_000):
+        client.rpush("machinery_levers", *[one.body.replace(b'"UUID":"', b'"UUID":"%08d' % i, 1)
+                                           for i in range(start, min(start + 10_000, messages))])
+    broker = RedisBroker(url, Config(broker=url, result_backend=url,
+                                     default_queue="machinery_levers"))
+    broker.window_take = window
+    broker.fetch("machinery_levers", 0, 0)  # consuming: fetch_later takes from here on
+
+    def run() -> None:
+        acks: list[Delivery] = []
+        while True:
+            read = broker.fetch_later("machinery_levers", BATCH, acks)
+            assert read is not None, "the broker's lane is free"
+            acks = read()
+            if not acks:
+                break
+
+    try:
+        return _spent(client, messages, run)
+    finally:
+        broker.close()
+
+
+def machinery_take_by_script(url: str, messages: int) -> float:
+    """redis-server µs a message: the take script and its ack by body."""
+    return _machinery_take(url, messages, window=False)
+
+
+def machinery_take_by_windows(url: str, messages: int) -> float:
+    """redis-server µs a message: windows, each deleted with the next take."""
+    return _machinery_take(url, messages, window=True)
+
+
 def _signatures(messages: int) -> list[Signature]:
     return [Signature(uuid=f"task_{uuid.uuid4()}", name="add", routing_key="machinery_levers",
                       args=[Arg("", "int64", i), Arg("", "int64", 1)])
@@ -177,6 +227,8 @@ def publish_by_plain_commands(url: str, messages: int) -> float:
 ROWS: list[tuple[str, Callable[[str, int], float]]] = [
     ("Celery take + ack, our script", take_by_script),
     ("Celery take + ack, staging list + plain commands", take_by_plain_commands),
+    ("machinery take + ack, our script", machinery_take_by_script),
+    ("machinery take + ack, windows", machinery_take_by_windows),
     ("PENDING + publish, our one-trip script", publish_by_script),
     ("PENDING + publish, MULTI SET NX + RPUSH", publish_by_plain_commands),
 ]

@@ -376,6 +376,19 @@ def with_db(url: str, db: int) -> str:
 
 
 @contextmanager
+def empty_dbs(url: str, *dbs: int) -> Iterator[tuple[str, ...]]:
+    """The server's databases ``dbs``, flushed before and after."""
+    urls = tuple(with_db(url, db) for db in dbs)
+    for each in urls:
+        redis.Redis.from_url(each).flushdb()
+    try:
+        yield urls
+    finally:
+        for each in urls:
+            redis.Redis.from_url(each).flushdb()
+
+
+@contextmanager
 def blocks_once(client: Any) -> Iterator[None]:
     """Asserts that what runs inside waited on Redis with one BLMOVE that blocked. A refused
     one (a syntax error, whose reply a quiet call never reads) returns at once, thousands a

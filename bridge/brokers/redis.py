@@ -26,6 +26,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, cast
 
 import kombu.exceptions
@@ -36,6 +37,7 @@ from kombu.transport import virtual
 from bridge.brokers.base import Broker, Delivery
 from bridge.brokers.redis_keys import default_worker_id
 from bridge.brokers.redis_layout import RedisLayout
+from bridge.brokers.redis_window import Windows
 from bridge.config import Config, RedisConfig, redact_url
 from bridge.protocol.gotime import unix_nano
 from bridge.protocol.machinery import Signature
@@ -304,6 +306,11 @@ class RedisBroker(Broker):
             raise
         self.layout = self.channel.layout
         self.worker_id = self.layout.worker_id
+        self.window_take = False
+        """Whether :meth:`fetch_later` takes windows (:mod:`bridge.brokers.redis_window`):
+        for a consumer that acknowledges its batches whole (the relay)."""
+        self._windows = Windows(self.layout.client, self.layout.lane, self.worker_id)
+        self.layout.window_order = self._windows.ordered
 
     def ping(self) -> None:
         """One PING (credentials and TLS are checked on connecting)."""
@@ -362,22 +369,69 @@ class RedisBroker(Broker):
         ``ack`` is acknowledged first, in the same round trip for messages of this queue.
         """
         processing = self.layout.processing_key(queue)
+        ack = self._settle(ack)
         same = [d.body for d in ack if self._held_in(d) == processing]
         if len(same) < len(ack):
-            self.ack([d for d in ack if self._held_in(d) != processing])
+            self.layout.ack((self._held_in(d), d.body) for d in ack
+                            if self._held_in(d) != processing)
         return self._deliveries(queue, processing,
                                 self.layout.take(queue, max_count, timeout, same))
 
     def fetch_later(self, queue: str, max_count: int, ack: Sequence[Delivery] = ()
                     ) -> Callable[[], list[Delivery]] | None:
-        """The take script sent now, its deliveries read by the call returned."""
+        """The take sent now (a window when ``window_take``, else the take script), its
+        deliveries read by the call returned."""
         processing = self.layout.processing_key(queue)
+        if self.window_take and max_count > 0 and self.layout.consumes(queue):
+            return self._window_later(queue, max_count, ack)
         if any(self._held_in(d) != processing for d in ack):
             return None
         taken = self.layout.take_later(queue, max_count, [d.body for d in ack])
         if taken is None:
             return None
         return lambda: self._deliveries(queue, processing, taken())
+
+    def _window_later(self, queue: str, max_count: int, ack: Sequence[Delivery]
+                      ) -> Callable[[], list[Delivery]] | None:
+        """:meth:`fetch_later` by a window; the acks of windows acked whole go with it, the
+        others first, by body. The take script takes where the window take cannot."""
+        drop, rest = self._windows.settle(ack)
+        if rest:
+            self.layout.ack((self._held_in(d), d.body) for d in rest)
+        begun = self._windows.begin(queue, max_count, self.layout.gate)
+        if begun is None:
+            self._drop_windows(drop)
+            taken = self.layout.take_later(queue, max_count)
+            processing = self.layout.processing_key(queue)
+            return None if taken is None else lambda: self._deliveries(queue, processing,
+                                                                       taken())
+        window, read = begun
+
+        def later() -> list[Delivery]:
+            try:
+                bodies = read()
+            except redis.ResponseError as exc:  # SORT or MEMORY refused (an ACL), a list
+                log.info("window take of %s refused (%s): the take script takes", queue, exc)
+                self.window_take = False  # that is not a list...: the script says why
+                bodies = None
+            if bodies is None:
+                return self._deliveries(queue, self.layout.processing_key(queue),
+                                        self.layout.take(queue, max_count, 0))
+            deliveries = self._deliveries(queue, window, bodies)
+            self._windows.hold(window, deliveries)
+            return deliveries
+        return later
+
+    def _settle(self, acks: Sequence[Delivery]) -> list[Delivery]:
+        """Delete the windows ``acks`` acknowledge whole; the acks left to go by body."""
+        drop, rest = self._windows.settle(acks)
+        self._drop_windows(drop)
+        return rest
+
+    def _drop_windows(self, windows: Sequence[str]) -> None:
+        if windows:
+            self.layout.client.delete(*windows)
+            self._windows.dropped(windows)
 
     def _deliveries(self, queue: str, processing: str, bodies: Sequence[bytes]
                     ) -> list[Delivery]:
@@ -392,9 +446,10 @@ class RedisBroker(Broker):
         return deliveries
 
     def ack(self, deliveries: Sequence[Delivery]) -> None:
-        """Remove the messages from the processing lists, one pipeline."""
-        if deliveries:
-            self.layout.ack((self._held_in(d), d.body) for d in deliveries)
+        """Remove the messages from the processing lists (windows acked whole: deleted)."""
+        rest = self._settle(deliveries)
+        if rest:
+            self.layout.ack((self._held_in(d), d.body) for d in rest)
 
     def requeue(self, delivery: Delivery, delay: float = 0.0) -> None:
         """Back to the queue's tail, or into the delayed ZSET at now + ``delay``."""
@@ -404,10 +459,12 @@ class RedisBroker(Broker):
         else:
             self.layout.put_back(self._held_in(delivery), delivery.queue, delivery.body,
                                  head=False)
+        self._windows.forget(delivery)
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
         """Into ``bridge:dead:{queue}`` with the reason."""
         self._park(self._held_in(delivery), delivery.queue, delivery.body, reason)
+        self._windows.forget(delivery)
 
     def _park(self, processing: str, queue: str, body: bytes, reason: str) -> None:
         log.warning("dead-lettering a message of %s: %s", queue, reason)
@@ -424,7 +481,8 @@ class RedisBroker(Broker):
                 left[body] -= 1
             else:
                 unknown.append(body)
-        return self._deliveries(queue, processing, unknown)
+        return [*self._deliveries(queue, processing, unknown),
+                *self._windows.adopt(queue, known, partial(self._deliveries, queue))]
 
     def _held_in(self, delivery: Delivery) -> str:
         if isinstance(delivery.tag, str):
@@ -446,7 +504,12 @@ class RedisBroker(Broker):
         return self.layout.recover(queue or self.default_queue)
 
     def close(self) -> None:
-        """Give back what this worker still holds and close the connection."""
+        """Give back what this worker still holds and close the connection (windows acked
+        whole are deleted first, when Redis answers)."""
+        try:
+            self._drop_windows(self._windows.unconfirmed())
+        except redis.RedisError as exc:  # given back below, or by recovery: twice, not lost
+            log.warning("could not delete acknowledged windows on close: %s", exc)
         self._connection.release()  # type: ignore[no-untyped-call]
 
     # ------------------------------------------------------------ inspection

@@ -15,6 +15,9 @@ from redis.crc import key_slot
 
 PREFIX = "bridge:"
 EPOCH_KEY = PREFIX + "epoch"
+WINDOW_SLOTS = 4
+"""Windows a worker may hold per queue (a relay: the batch being sent, the one in hand, the
+one taken ahead, and one spare)."""
 """Set once by the first heartbeat and never expired: when it is gone, Redis lost its data."""
 
 
@@ -86,6 +89,12 @@ class QueueKeys:
     def wait(self, worker_id: str) -> str:
         """The LIST a blocked fetch of ``worker_id`` moves one message into, unread."""
         return f"{PREFIX}wait:{self.tagged}:{worker_id}"
+
+    def windows(self, worker_id: str) -> list[str]:
+        """The LISTs holding ``worker_id``'s windows: batches taken whole, unread by Lua
+        (:mod:`bridge.brokers.redis_window`), one per slot."""
+        return [f"{PREFIX}window:{self.tagged}:{worker_id}:{slot}"
+                for slot in range(WINDOW_SLOTS)]
 
     def stage(self, worker_id: str) -> str:
         """The one-item LIST where ``worker_id``'s scripts size a message (always empty

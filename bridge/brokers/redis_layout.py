@@ -23,6 +23,8 @@ the queue's own slot:
 * ``bridge:wait:<tq>:<worker>``: what a blocked fetch moved (one message, unread: its reply
   is skipped), taken by the next script call; ``bridge:stage:<tq>:<worker>``: a one-item
   list where a script sizes a message before reading it (empty between calls).
+* ``bridge:window:<tq>:<worker>:<slot>``: a batch taken whole without Lua reading it, held
+  like the processing list until acked (:mod:`bridge.brokers.redis_window`; the relay).
 
 Needs Redis >= 6.2 (BLMOVE) for consuming; publishing works with any version.
 
@@ -45,7 +47,7 @@ import redis.cluster
 
 from bridge.brokers.dead_letters import envelope_parts, now_rfc3339, read_envelope
 from bridge.brokers.redis_dead import DROPS, default_max_dead_letters, gate_bytes
-from bridge.brokers.redis_keys import EPOCH_KEY, QueueKeys, routing_key_of
+from bridge.brokers.redis_keys import EPOCH_KEY, WINDOW_SLOTS, QueueKeys, routing_key_of
 from bridge.brokers.redis_scripts import Scripts
 from bridge.errors import clip
 from bridge.redisconn import RedisClient
@@ -96,6 +98,9 @@ class RedisLayout:
         self._consumed: dict[str, QueueKeys] = {}
         self._processing: dict[str, str] = {}
         self._next = {"heartbeat": 0.0, "recover": 0.0, "move": 0.0}
+        self.window_order: Callable[[str], list[str]] | None = None
+        """This worker's windows of a queue, oldest first (the order they go back in on
+        ``release``); None: slot order (a dead worker's windows go back in slot order)."""
 
     # -------------------------------------------------------------- producing
 
@@ -111,6 +116,10 @@ class RedisLayout:
         pipe.execute()
 
     # -------------------------------------------------------------- consuming
+
+    def consumes(self, queue: str) -> bool:
+        """Whether this worker is registered on ``queue`` (what it holds is recovered)."""
+        return queue in self._consumed
 
     def processing_key(self, queue: str) -> str:
         """This worker's processing list for ``queue``."""
@@ -326,9 +335,11 @@ class RedisLayout:
         return moved
 
     def _recover_worker(self, keys: QueueKeys, worker: str, *, force: bool) -> int:
+        windows = (self.window_order(keys.queue) if worker == self.worker_id
+                   and self.window_order is not None else keys.windows(worker))
         return cast(int, self.scripts.recover(
             keys=[keys.processing(worker), keys.heartbeat(worker), keys.queue, keys.workers,
-                  keys.wait(worker)],
+                  keys.wait(worker), *windows],
             args=[worker, "1" if force else "0"]))
 
     def release(self) -> int:
@@ -349,10 +360,12 @@ class RedisLayout:
                          cast("set[bytes]", self.client.smembers(keys.workers)))
         pipe = self.client.pipeline(transaction=False)
         for worker in workers:
-            pipe.llen(keys.processing(worker))
             pipe.exists(keys.heartbeat(worker))
+            for held in (keys.processing(worker), *keys.windows(worker)):
+                pipe.llen(held)
         found = cast("list[int]", pipe.execute())
-        return {worker: (int(found[2 * n]), bool(found[2 * n + 1]))
+        step = 2 + WINDOW_SLOTS
+        return {worker: (sum(found[step * n + 1:step * (n + 1)]), bool(found[step * n]))
                 for n, worker in enumerate(workers)}
 
     # -------------------------------------------------------------- delayed tasks

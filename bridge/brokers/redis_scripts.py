@@ -66,13 +66,17 @@ return 1
 """
 
 RECOVER = """
--- Give back what worker ARGV[1] holds (processing list KEYS[1], then what a blocked fetch
--- moved into its wait list KEYS[5]) to the head of its queue KEYS[3], keeping the order,
--- when its heartbeat KEYS[2] is gone or ARGV[2] == '1' (forced); then drop the worker from
--- the queue's registry KEYS[4]. Returns the count, -1 if alive.
+-- Give back what worker ARGV[1] holds (processing list KEYS[1], its windows KEYS[6..] oldest
+-- first, then what a blocked fetch moved into its wait list KEYS[5]) to the head of its
+-- queue KEYS[3], keeping the order, when its heartbeat KEYS[2] is gone or ARGV[2] == '1'
+-- (forced); then drop the worker from the queue's registry KEYS[4]. Returns the count, -1
+-- if alive.
 if ARGV[2] ~= '1' and redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
 local n = 0
-for _, held in ipairs({KEYS[5], KEYS[1]}) do
+local lists = {KEYS[5]}
+for k = #KEYS, 6, -1 do lists[#lists + 1] = KEYS[k] end
+lists[#lists + 1] = KEYS[1]
+for _, held in ipairs(lists) do
   while redis.call('RPOPLPUSH', held, KEYS[3]) do n = n + 1 end
 end
 redis.call('SREM', KEYS[4], ARGV[1])

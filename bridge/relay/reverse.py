@@ -30,6 +30,7 @@ from typing import Any, cast
 from bridge.backends.base import Backend, new_state
 from bridge.backends.celery_redis import READY_STATES, CeleryRedisBackend
 from bridge.brokers.base import Broker, CeleryBroker, Delivery
+from bridge.brokers.redis import RedisBroker
 from bridge.endpoints import Endpoint
 from bridge.errors import (
     ArgTranslationError,
@@ -117,6 +118,8 @@ class MachineryToCelery(Side):
         self.broker = broker
         self.results = results
         self.target_queue = queue
+        if isinstance(source, RedisBroker):  # batches acknowledged whole: taken as windows
+            source.window_take = True
         self._one_trip = OneTripBack.between(backend, broker)
         """RECEIVED and the message in one script where machinery's backend and the Celery
         lists share a Redis database (what it leaves goes the two-step way)."""

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -28,17 +28,6 @@ from bridge.protocol.machinery import SUCCESS, Signature, TaskResult
 from tests.faults.controlled_redis import ControlledRedis
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[ControlledRedis]:
-    (tmp_path / "redis").mkdir()
-    node = ControlledRedis(tmp_path / "redis")
-    node.start()
-    try:
-        yield node
-    finally:
-        node.close()
 
 
 def wait_for(what: str, done: Callable[[], bool], timeout: float) -> None:
@@ -165,17 +154,41 @@ def test_async_result_get_waits_through_a_restart(server: ControlledRedis,
     app.close()
 
 
-def relay_a_backlog(url: str, log: Path, *options: str) -> subprocess.Popen[bytes]:
-    """``mbridge relay`` of queue ``cel`` to ``mach`` in batches of 100, logging to ``log``,
-    once it has relayed 2,000."""
+def stop_while_down(server: ControlledRedis, proc: subprocess.Popen[bytes], log: Path
+                    ) -> None:
+    """Stop Redis, then the relay once it has said so: it exits 0 in a few lines (one for
+    each thing it could not do, no traceback, no line per held message)."""
+    try:
+        said = log.read_text().count("unreachable")
+        server.stop()
+        wait_for("the relay to say Redis is unreachable",
+                 lambda: log.read_text().count("unreachable") > said, 30)
+        proc.terminate()
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = log.read_text()
+    assert "Traceback" not in text, text
+    assert "relay stopped" in text, text
+    assert len(text.splitlines()) < 20, text
+
+
+def relay_a_backlog(url: str, log: Path, *options: str, source: str = "celery:cel",
+                    target: str = "machinery:mach") -> subprocess.Popen[bytes]:
+    """``mbridge relay`` of ``source`` to ``target`` (``protocol:queue``: Celery queue
+    ``cel`` to machinery queue ``mach``) in batches of 100, logging to ``log``, once it has
+    relayed 2,000."""
+    (src, src_queue), (dst, dst_queue) = source.split(":"), target.split(":")
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "bridge.cli", "relay", "--from", f"celery+{url}?queue=cel",
-             "--to", f"machinery+{url}?queue=mach", "--batch", "100", *options],
+            [sys.executable, "-m", "bridge.cli", "relay", "--from",
+             f"{src}+{url}?queue={src_queue}", "--to", f"{dst}+{url}?queue={dst_queue}",
+             "--batch", "100", *options],
             cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
     client = redis.Redis.from_url(url)
     try:
-        wait_for("relaying to start", lambda: client.llen("mach") >= 2_000, 60)
+        wait_for("relaying to start", lambda: client.llen(dst_queue) >= 2_000, 60)
     except AssertionError:
         proc.kill()
         raise
@@ -223,21 +236,7 @@ def test_a_relay_stopped_while_redis_is_down_says_so_in_a_few_lines(
     url = server.url
     log = tmp_path / "relay.log"
     sent = publish_celery(url, "cel", 20_000)
-    proc = relay_a_backlog(url, log, "--processes", str(processes))
-    try:
-        said = log.read_text().count("unreachable")
-        server.stop()
-        wait_for("the relay to say Redis is unreachable",
-                 lambda: log.read_text().count("unreachable") > said, 30)
-        proc.terminate()
-        assert proc.wait(timeout=60) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    text = log.read_text()
-    assert "Traceback" not in text, text
-    assert "relay stopped" in text, text
-    assert len(text.splitlines()) < 20, text
+    stop_while_down(server, relay_a_backlog(url, log, "--processes", str(processes)), log)
     server.start()
     client = redis.Redis.from_url(url)
     if any(client.scan_iter("bridge:celery:staging:cel:*")):  # a take cut between its steps:

@@ -17,7 +17,7 @@ from bridge.brokers.celery_redis import CeleryRedisBroker
 from bridge.brokers.celery_redis_window import end_fields
 from bridge.protocol.celery import encode_task, new_task
 from bridge.protocol.kombu_envelope import to_envelope
-from tests.redis_servers import with_db
+from tests.redis_servers import empty_dbs
 
 QUEUE = "windowq"
 
@@ -25,12 +25,8 @@ QUEUE = "windowq"
 @pytest.fixture
 def urls(redis_url: str) -> Iterator[tuple[str, str]]:
     """Two databases: the window's and the take script's."""
-    pair = with_db(redis_url, 11), with_db(redis_url, 12)
-    for url in pair:
-        redis.Redis.from_url(url).flushdb()
-    yield pair
-    for url in pair:
-        redis.Redis.from_url(url).flushdb()
+    with empty_dbs(redis_url, 11, 12) as (window, script):
+        yield window, script
 
 
 def envelope(i: int, routing_key: str = QUEUE, tag: str | None = None) -> bytes:

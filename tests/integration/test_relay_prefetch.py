@@ -104,8 +104,15 @@ def test_machinery_to_celery_takes_ahead_and_relays_each_once_in_order(
     run_until(relay, lambda: client.llen("cq") >= COUNT)
     assert celery_values(client, "cq") == list(range(COUNT))
     assert started.count(True) >= COUNT // BATCH - 1
-    assert client.llen(QueueKeys.of("mq").processing(worker_id)) == 0
+    assert held_by(client, worker_id) == 0
     assert client.llen("mq") == 0
+
+
+def held_by(client: redis.Redis, worker_id: str) -> int:
+    """Messages of ``mq`` a machinery consumer holds: processing list and windows."""
+    keys = QueueKeys.of("mq")
+    return sum(client.llen(key) for key in (keys.processing(worker_id),
+                                            *keys.windows(worker_id)))
 
 
 def stop_after_first_batch(relay: Relay) -> None:
@@ -143,7 +150,23 @@ def test_a_stop_gives_back_the_machinery_batch_taken_ahead(private_redis_url: st
     assert started == [True]
     assert celery_values(client, "cq") == list(range(BATCH))
     assert machinery_values(client, "mq") == list(range(BATCH, COUNT))
-    assert client.llen(QueueKeys.of("mq").processing(worker_id)) == 0
+    assert held_by(client, worker_id) == 0
+
+
+def fail_one_carry(relay: Relay) -> list[Exception]:
+    """The relay's next results read fails (with a take ahead in flight) and its turn with
+    it; the failure left to raise (empty once raised)."""
+    carry = relay.carry
+    failures: list[Exception] = [ConnectionError("Redis went away for a moment")]
+
+    def carry_once_failing(limit: int = 0) -> int:
+        if failures:
+            assert relay._prefetch.in_flight
+            raise failures.pop()
+        return carry(limit)
+
+    relay.carry = carry_once_failing  # type: ignore[method-assign]
+    return failures
 
 
 @pytest.mark.parametrize("window", [False, True])
@@ -154,17 +177,22 @@ def test_a_failed_turn_with_a_batch_taken_ahead_relays_each_once(
     client = redis.Redis.from_url(private_redis_url)
     celery_calls(private_redis_url, "cq")
     relay, started = relay_between(private_redis_url, "celery:cq", "machinery:mq", window)
-    carry = relay.carry
-    failures = [ConnectionError("Redis went away for a moment")]
-
-    def carry_once_failing(limit: int = 0) -> int:
-        if failures:
-            assert relay._prefetch.in_flight
-            raise failures.pop()
-        return carry(limit)
-
-    relay.carry = carry_once_failing  # type: ignore[method-assign]
+    failures = fail_one_carry(relay)
     run_until(relay, lambda: client.llen("mq") >= COUNT)
     assert not failures and started.count(True) >= 2
     assert machinery_values(client, "mq") == list(range(COUNT))
     assert client.hlen("unacked") == 0 and client.llen("cq") == 0
+
+
+def test_a_failed_turn_relays_each_machinery_message_once(private_redis_url: str) -> None:
+    """The way back, whose batches are windows: a turn failing with one taken ahead (read
+    once Redis answers), the windows acked whole are deleted and nothing stays held."""
+    client = redis.Redis.from_url(private_redis_url)
+    machinery_calls(private_redis_url, "mq")
+    relay, started = relay_between(private_redis_url, "machinery:mq", "celery:cq")
+    worker_id = relay.side.consumer.worker_id  # type: ignore[attr-defined]
+    failures = fail_one_carry(relay)
+    run_until(relay, lambda: client.llen("cq") >= COUNT)
+    assert not failures and started.count(True) >= 2
+    assert celery_values(client, "cq") == list(range(COUNT))
+    assert client.llen("mq") == 0 and held_by(client, worker_id) == 0
