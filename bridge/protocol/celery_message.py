@@ -35,6 +35,10 @@ class CeleryMessage:
     json_checked: bool = field(default=False, compare=False, repr=False)
     """Whether the transport read headers and properties from JSON (string keys only) and
     found them within ``MAX_HEADER_DEPTH``: ``decode_task`` does not walk them again."""
+    plain_json: bool = field(default=False, compare=False, repr=False)
+    """Whether headers and properties hold JSON's values alone, no float among them (dicts
+    with string keys, lists, str, int, bool, None: read from JSON without a float): kombu's
+    envelope of such a message is written by msgspec (``kombu_envelope.to_envelope``)."""
 
     @property
     def priority(self) -> int:

@@ -36,7 +36,7 @@ from bridge.protocol.celery_message import CeleryMessage
 from bridge.protocol.gostruct import INT64_MAX, INT64_MIN
 from bridge.protocol.kombu_envelope import BOOKKEEPING, DEFAULT_MAX_SIZE, MAX_HEADER_DEPTH
 from bridge.protocol.machinery import Arg, Signature
-from bridge.protocol.typed_decode import read_wire_signature
+from bridge.protocol.typed_decode import read_wire_signature_noting_floats
 from bridge.schema import TaskSchema
 
 
@@ -281,7 +281,7 @@ def quick_back(body: bytes) -> QuickBack | None:
     (Go's own Signatures, with no ``celery`` header, are not read twice)."""
     if b'"celery":{' not in body:
         return None
-    wire = read_wire_signature(body)
+    wire, plain = read_wire_signature_noting_floats(body)
     if (wire is None or wire.ETA is not None or wire.OnSuccess is not None
             or wire.OnError is not None or wire.ChordCallback is not None
             or wire.GroupTaskCount != 0 or wire.Immutable or wire.RetryCount != 0
@@ -294,16 +294,16 @@ def quick_back(body: bytes) -> QuickBack | None:
         return None
     try:
         pairs = [(arg.Name, value_of(arg.Type, arg.Value)) for arg in wire.Args or ()]
-        message = _message_of(wire.Name, wire.UUID, wire.Priority, carried, pairs)
+        message = _message_of(wire.Name, wire.UUID, wire.Priority, carried, pairs, plain)
     except Exception:  # a value the exact path refuses: it says why
         return None
     return None if message is None else QuickBack(wire.UUID, wire.Name, message)
 
 
 def _message_of(name: str, task_id: str, priority: int, carried: dict[str, Any],
-                pairs: list[tuple[str, Any]]) -> CeleryMessage | None:
+                pairs: list[tuple[str, Any]], plain: bool = False) -> CeleryMessage | None:
     """The Celery message of a plain call carried by a Signature: its ``celery`` header and
-    its Args as (name, Python value)."""
+    its Args as (name, Python value); ``plain``: the header was read without a float."""
     celery_headers, names = carried.get("headers"), carried.get("kwargs") or []
     properties = carried.get("properties") or {}
     protocol, serializer = carried.get("protocol", 2), carried.get("serializer", "json")
@@ -334,7 +334,7 @@ def _message_of(name: str, task_id: str, priority: int, carried: dict[str, Any],
         return None
     return CeleryMessage(body=body.encode(encoding) if isinstance(body, str) else body,
                          content_type=content_type, content_encoding=encoding,
-                         headers=headers, properties=properties)
+                         headers=headers, properties=properties, plain_json=plain)
 
 
 __all__ = ["EncodedSignature", "QuickBack", "QuickCall", "quick_back", "quick_message",

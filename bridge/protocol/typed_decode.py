@@ -89,6 +89,18 @@ class WireTaskState(_Struct):
 # floats in untyped places (Arg and result values, headers) keep their literal, as Go's
 # json.Number does
 _read_signature = msgspec.json.Decoder(WireSignature, float_hook=JSONNumber).decode
+
+
+class _FloatSeen(Exception):
+    """A float in a Signature read for its plain values."""
+
+
+def _refuse_float(literal: str) -> Any:
+    raise _FloatSeen(literal)
+
+
+_read_signature_without_floats = msgspec.json.Decoder(WireSignature,
+                                                      float_hook=_refuse_float).decode
 _read_task_state = msgspec.json.Decoder(WireTaskState, float_hook=JSONNumber).decode
 
 
@@ -114,6 +126,24 @@ def read_wire_signature(data: Data) -> WireSignature | None:
         return _read_signature(raw)
     except Exception:  # not this struct as msgspec reads it: pairs path
         return None
+
+
+def read_wire_signature_noting_floats(data: Data) -> tuple[WireSignature | None, bool]:
+    """:func:`read_wire_signature`, and whether the Signature holds no float anywhere (its
+    headers' values are then JSON's plain ones: see ``CeleryMessage.plain_json``)."""
+    raw = _plain_bytes(data)
+    if raw is None:
+        return None, False
+    try:
+        return _read_signature_without_floats(raw), True
+    except _FloatSeen:
+        pass
+    except Exception:  # not this struct as msgspec reads it: pairs path
+        return None, False
+    try:
+        return _read_signature(raw), False
+    except Exception:
+        return None, False
 
 
 def readers(signature_cls: type[Any], arg_cls: type[Any], task_state_cls: type[Any],

@@ -8,8 +8,9 @@ and the next turn reads its reply. No thread: the one connection is busy until t
 the broker's other calls in between take pooled connections.
 
 A prefetched batch is held by the broker like any fetched one (kombu's ``unacked``,
-machinery's processing list or a window of it, ``bridge.brokers.redis_window``): a stop reads it and the broker's ``close`` gives it back; a
-crash leaves it to recovery, as any held message.
+machinery's processing list or a window, ``bridge.brokers.redis_window``): a stop reads it
+and the broker's ``close`` gives it back; a crash leaves it to recovery, as any held
+message.
 """
 
 from __future__ import annotations

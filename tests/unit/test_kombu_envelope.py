@@ -330,3 +330,45 @@ def test_a_forked_child_draws_tags_of_its_own() -> None:
     os.waitpid(pid, 0)
     parent = {new_delivery_tag() for _ in range(300)}
     assert len(child) == 300 and not child & parent
+
+
+# ------------------------------------------------------------- plain messages, by msgspec
+
+_json_plain = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner,
+                                                                max_size=3),
+    max_leaves=12)
+
+
+@settings(max_examples=400)
+@given(st.dictionaries(st.text(max_size=6), _json_plain, max_size=6),
+       st.dictionaries(st.text(max_size=6), _json_plain, max_size=3),
+       st.integers(0, 255), st.text(max_size=6))
+def test_a_plain_messages_envelope_is_kombus_bytes(headers: dict[str, Any],
+                                                   properties: dict[str, Any], priority: int,
+                                                   routing_key: str) -> None:
+    """msgspec writes a message of JSON's plain values (``plain_json``) as kombu's json
+    writes it: every text, DEL and non-ASCII included, ints past 64 bits, nesting."""
+    properties = {**properties, "priority": priority}
+    plain = CeleryMessage(b"[[1], {}, {}]", headers=headers, properties=properties,
+                          plain_json=True)
+    other = CeleryMessage(b"[[1], {}, {}]", headers=headers, properties=properties)
+    written = to_envelope(plain, routing_key=routing_key, delivery_tag="tag")
+    assert written == to_envelope(other, routing_key=routing_key, delivery_tag="tag")
+    assert written == kombu_dumps(json.loads(written)).encode()
+
+
+def test_a_plain_messages_envelope_is_written_by_msgspec(monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    """The plain path is the one taken (the C encoder is not called), and text Python
+    escapes (DEL, non-ASCII) goes the C encoder's way."""
+    calls: list[Any] = []
+    writer = envelope_module.WRITE_MESSAGE_JSON
+    monkeypatch.setattr(envelope_module, "WRITE_MESSAGE_JSON",
+                        lambda value: calls.append(value) or writer(value))
+    for text, escaped in (("plain", False), ("del\x7f", True), ("caf\u00e9", True)):
+        calls.clear()
+        msg = CeleryMessage(b"[]", headers={"task": text}, plain_json=True)
+        to_envelope(msg, routing_key="q", delivery_tag="t")
+        assert bool(calls) is escaped

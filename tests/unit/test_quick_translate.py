@@ -254,6 +254,8 @@ def assert_same_back(raw: bytes) -> bool:
             assert getattr(message, field) == getattr(exact.message, field), field
         assert list(message.headers.items()) == list(exact.message.headers.items())
         assert list(message.properties.items()) == list(exact.message.properties.items())
+        assert to_envelope(message, routing_key="q", delivery_tag="t") == to_envelope(
+            exact.message, routing_key="q", delivery_tag="t")  # (plain_json: msgspec's)
     sig = Signature.from_json(raw)
     taken = quick_message(sig) is not None
     if read_back is not None:  # (None: also where msgspec's reading is not sure, "-0"...)
@@ -365,3 +367,20 @@ def test_a_plain_signature_takes_the_quick_path_back() -> None:
     plain = _signature_mutations()[0]
     assert assert_same_back(plain)
     assert quick_back(plain) is not None
+    ints = machinery_body(to_envelope(encode_task(new_task("tasks.add", [1, 2], {"k": "v"})),
+                                      routing_key="celery"))
+    read_back = quick_back(ints)
+    assert read_back is not None and read_back.message.plain_json  # msgspec's envelope
+
+
+def test_a_float_anywhere_in_the_signature_leaves_the_envelope_to_the_c_encoder() -> None:
+    """msgspec writes floats in other digits than Python (``1e+16``): a Signature holding
+    one, in its headers or its args, gives a message that is not ``plain_json``."""
+    task = new_task("tasks.add", [1, 2], headers={"timelimit": [1.5, None]})
+    in_headers = machinery_body(to_envelope(encode_task(task), routing_key="celery"))
+    in_args = machinery_body(to_envelope(encode_task(new_task("tasks.add", [1.5, 2])),
+                                         routing_key="celery"))
+    for raw in (in_headers, in_args):
+        assert assert_same_back(raw)
+        read_back = quick_back(raw)
+        assert read_back is not None and not read_back.message.plain_json
