@@ -410,7 +410,7 @@ class RedisBroker(Broker):
         def later() -> list[Delivery]:
             try:
                 bodies = read()
-            except redis.ResponseError as exc:  # SORT or MEMORY refused (an ACL), a list
+            except redis.ResponseError as exc:  # SORT or MEMORY refused (an ACL), a queue
                 log.info("window take of %s refused (%s): the take script takes", queue, exc)
                 self.window_take = False  # that is not a list...: the script says why
                 bodies = None
