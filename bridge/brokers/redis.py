@@ -26,7 +26,6 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from functools import partial
 from typing import Any, cast
 
 import kombu.exceptions
@@ -35,7 +34,7 @@ from kombu.connection import Connection
 from kombu.transport import virtual
 
 from bridge.brokers.base import Broker, Delivery
-from bridge.brokers.redis_keys import default_worker_id
+from bridge.brokers.redis_keys import QueueKeys, default_worker_id
 from bridge.brokers.redis_layout import RedisLayout
 from bridge.brokers.redis_window import Windows
 from bridge.config import Config, RedisConfig, redact_url
@@ -471,18 +470,28 @@ class RedisBroker(Broker):
         self.layout.park(processing, queue, body, reason)
 
     def unknown_held(self, queue: str, known: Sequence[Delivery]) -> list[Delivery]:
-        """What this worker's processing list of ``queue`` holds beyond ``known`` (a take
-        whose reply an outage lost)."""
+        """What this worker's processing list and windows of ``queue`` hold beyond
+        ``known`` (a take whose reply an outage lost), read in one round trip; what a window
+        holds is held by it from now on."""
         processing = self.layout.processing_key(queue)
-        left = Counter(d.body for d in known if self._held_in(d) == processing)
-        unknown = []
-        for body in cast("list[bytes]", self.layout.client.lrange(processing, 0, -1)):
-            if left[body]:
-                left[body] -= 1
-            else:
-                unknown.append(body)
-        return [*self._deliveries(queue, processing, unknown),
-                *self._windows.adopt(queue, known, partial(self._deliveries, queue))]
+        lists = [processing, *QueueKeys.of(queue).windows(self.worker_id)]
+        pipe = self.layout.client.pipeline(transaction=False)
+        for key in lists:
+            pipe.lrange(key, 0, -1)
+        found: list[Delivery] = []
+        for key, bodies in zip(lists, cast("list[list[bytes]]", pipe.execute()), strict=True):
+            left = Counter(d.body for d in known if self._held_in(d) == key)
+            unknown = []
+            for body in bodies:
+                if left[body]:
+                    left[body] -= 1
+                else:
+                    unknown.append(body)
+            deliveries = self._deliveries(queue, key, unknown)
+            if key != processing:
+                self._windows.hold(key, deliveries)
+            found += deliveries
+        return found
 
     def _held_in(self, delivery: Delivery) -> str:
         if isinstance(delivery.tag, str):

@@ -134,10 +134,13 @@ class Windows:
                       key=lambda window: self._taken_at.get(window, 0))
 
     def hold(self, window: str, deliveries: Iterable[Delivery]) -> None:
-        """``deliveries`` were read from ``window``: held until acked, parked or requeued."""
+        """``deliveries`` were read from ``window`` (its take's reply, or ``unknown_held``
+        reading it whole: its contents are known again): held until acked, parked or
+        requeued."""
+        self._unknown.discard(window)
         held = {id(d): d for d in deliveries}
         if held:
-            self._held[window] = held
+            self._held.setdefault(window, {}).update(held)
 
     # ---------------------------------------------------------------- letting go
 
@@ -172,33 +175,6 @@ class Windows:
         held = self._held.get(delivery.tag) if type(delivery.tag) is str else None
         if held is not None and held.pop(id(delivery), None) is delivery and not held:
             del self._held[delivery.tag]  # nothing of it is left to delete
-
-    def adopt(self, queue: str, known: Sequence[Delivery],
-              deliveries: Callable[[str, list[bytes]], list[Delivery]]) -> list[Delivery]:
-        """What this worker's windows of ``queue`` hold beyond ``known`` (a take whose reply
-        was lost), made deliveries by ``deliveries(window, bodies)`` and held."""
-        windows = QueueKeys.of(queue).windows(self.worker_id)
-        pipe = self.client.pipeline(transaction=False)
-        for window in windows:
-            pipe.lrange(window, 0, -1)
-        found: list[Delivery] = []
-        for window, bodies in zip(windows, pipe.execute(), strict=True):
-            left: dict[bytes, int] = {}
-            for d in known:
-                if d.tag == window:
-                    left[d.body] = left.get(d.body, 0) + 1
-            unknown = []
-            for body in bodies:
-                if left.get(body):
-                    left[body] -= 1
-                else:
-                    unknown.append(body)
-            self._unknown.discard(window)
-            if unknown:
-                new = deliveries(window, unknown)
-                self._held.setdefault(window, {}).update((id(d), d) for d in new)
-                found += new
-        return found
 
     def unconfirmed(self) -> list[str]:
         """The windows acked whole whose DEL was not confirmed yet."""

@@ -120,8 +120,10 @@ def read_wire_signature(data: Data) -> WireSignature | None:
     """The Signature's typed structs as the quickest reader reads them (None where the
     pairs path must decide), for a caller that needs no Signature object."""
     raw = _plain_bytes(data)
-    if raw is None:
-        return None
+    return None if raw is None else _read_or_none(raw)
+
+
+def _read_or_none(raw: bytes) -> WireSignature | None:
     try:
         return _read_signature(raw)
     except Exception:  # not this struct as msgspec reads it: pairs path
@@ -137,12 +139,8 @@ def read_wire_signature_noting_floats(data: Data) -> tuple[WireSignature | None,
     try:
         return _read_signature_without_floats(raw), True
     except _FloatSeen:
-        pass
+        return _read_or_none(raw), False
     except Exception:  # not this struct as msgspec reads it: pairs path
-        return None, False
-    try:
-        return _read_signature(raw), False
-    except Exception:
         return None, False
 
 
