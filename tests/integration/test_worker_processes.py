@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -168,12 +169,29 @@ def test_workers_stop_when_the_supervisor_is_killed(env: dict[str, str]) -> None
     assert not any(alive(pid) for pid in pids)
 
 
+def _taken_port_next_to_a_free_one() -> socket.socket:
+    """A listening socket on a port below the kernel's ephemeral range (where no outgoing
+    connection takes one) whose next port was free a moment ago: worker 2 listens there."""
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20_000, 32_000)
+        taken = socket.socket()
+        try:
+            taken.bind(("127.0.0.1", port))
+            with socket.socket() as neighbour:
+                neighbour.bind(("127.0.0.1", port + 1))
+        except OSError:
+            taken.close()
+            continue
+        taken.listen()
+        return taken
+    raise AssertionError("no port below 32000 with a free neighbour")
+
+
 def test_a_configuration_error_stops_every_worker_process(env: dict[str, str]) -> None:
     # worker 1's metrics port is taken: it says so and exits 2 (worker 2 listens on the
     # next port and runs); the supervisor stops worker 2 instead of restarting worker 1
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
+    with _taken_port_next_to_a_free_one() as taken:
         port = taken.getsockname()[1]
         supervisor = start(env, "--processes", "2", "--metrics-port", str(port))
         try:  # stderr drained while it runs: a full pipe would stop its log lines
@@ -182,8 +200,8 @@ def test_a_configuration_error_stops_every_worker_process(env: dict[str, str]) -
         finally:
             if supervisor.poll() is None:  # its workers get SIGTERM from the kernel
                 supervisor.kill()
-    assert f"--metrics-port {port}: cannot listen" in err
-    assert "worker process 1 exited with a usage or configuration error" in err
+    assert f"--metrics-port {port}: cannot listen" in err, err
+    assert "worker process 1 exited with a usage or configuration error" in err, err
 
 
 def test_each_worker_process_is_a_celery_node_of_its_own(redis_url: str) -> None:
