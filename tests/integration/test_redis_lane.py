@@ -31,6 +31,23 @@ def test_packed_bytes_are_redis_py_s(private_redis_url: str) -> None:
     client.close()
 
 
+def test_a_large_command_is_redis_py_s_bytes_and_runs(private_redis_url: str) -> None:
+    # past redislane._LARGE arguments, bridge.resp writes the command, not hiredis
+    client = redis.Redis.from_url(private_redis_url)
+    key = f"lane_{uuid.uuid4().hex[:8]}"
+    values: list[Any] = [b"x" * 1300, "é" * 7, b"", 0, -(2**70), 2.5] * 200
+    command = ("RPUSH", key, *values)
+    conn = client.connection_pool.get_connection()
+    assert len(command) > redislane._LARGE
+    assert b"".join(pack(conn, [command])) == b"".join(conn.pack_commands([command]))
+    client.connection_pool.release(conn)
+    lane = Lane(client)
+    assert lane.run([command, ("LRANGE", key, 0, -1)]) == [
+        len(values), [v if type(v) is bytes else str(v).encode() for v in values]]
+    lane.close()
+    client.close()
+
+
 def test_streamed_commands_all_run_in_order(private_redis_url: str) -> None:
     client = redis.Redis.from_url(private_redis_url)
     lane = Lane(client)
