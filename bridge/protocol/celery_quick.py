@@ -332,9 +332,8 @@ def _message_of(name: str, task_id: str, priority: int, carried: dict[str, Any],
         content_type, encoding, body = serialize([args, kwargs, _NO_EMBED.copy()], "json")
     except Exception:  # what the encoder refuses: the exact path says why
         return None
-    return CeleryMessage(body=body.encode(encoding) if isinstance(body, str) else body,
-                         content_type=content_type, content_encoding=encoding,
-                         headers=headers, properties=properties, plain_json=plain)
+    return CeleryMessage.made(body.encode(encoding) if isinstance(body, str) else body,
+                              content_type, encoding, headers, properties, plain_json=plain)
 
 
 __all__ = ["EncodedSignature", "QuickBack", "QuickCall", "quick_back", "quick_message",

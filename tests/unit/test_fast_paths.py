@@ -264,3 +264,21 @@ def test_parts_of_bad_states_raise_what_the_encoder_raises(state: TaskState) -> 
     with pytest.raises(Exception) as plain:
         state.to_json()
     assert (type(fast.value), str(fast.value)) == (type(plain.value), str(plain.value))
+
+
+def test_celery_message_made_is_the_dataclass_s_own() -> None:
+    """``CeleryMessage.made`` sets every field the frozen ``__init__`` sets (a field added
+    to the class and not to ``made`` fails here), and what it makes stays frozen."""
+    from bridge.protocol.celery_message import CeleryMessage
+
+    names = [f.name for f in dataclasses.fields(CeleryMessage)]
+    assert names == ["body", "content_type", "content_encoding", "headers", "properties",
+                     "json_checked", "plain_json"]
+    for plain in (False, True):
+        made = CeleryMessage.made(b"[]", "application/json", "utf-8", {"id": "1"},
+                                  {"priority": 3}, plain_json=plain)
+        init = CeleryMessage(b"[]", "application/json", "utf-8", {"id": "1"},
+                             {"priority": 3}, plain_json=plain)
+        assert [getattr(made, n) for n in names] == [getattr(init, n) for n in names]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.body = b"{}"  # type: ignore[misc]
