@@ -22,7 +22,8 @@ def pack_large(command: Sequence[bytes | str | int | float]) -> bytes:
     out = [b"*%d" % len(command)]
     append = out.append
     for arg in command:
-        data = arg if type(arg) is bytes else _encoded(arg)
+        data = (arg if type(arg) is bytes
+                else arg.encode() if type(arg) is str else _encoded(arg))
         size = len(data)
         head = heads.get(size)
         if head is None:

@@ -38,6 +38,7 @@ from bridge.protocol.kombu_envelope import (
     WRITE_MESSAGE_JSON,
     depth_over,
     kombu_json_plain,
+    write_plain_json,
 )
 
 PROTOCOL_2_HEADERS: tuple[str, ...] = (
@@ -456,12 +457,15 @@ _V2_DEFAULTS: dict[str, Any] = {"lang": "py", "retries": 0, "ignore_result": Fal
                                 "replaced_task_nesting": 0, "stamps": {}}
 
 
-def serialize(payload: Any, serializer: str) -> tuple[str, str, str | bytes]:
+def serialize(payload: Any, serializer: str, *, plain: bool = False
+              ) -> tuple[str, str, str | bytes]:
     """kombu's ``serialization.dumps``; its own json (the usual case) without the registry's
-    indirection and a new encoder per call."""
+    indirection and a new encoder per call, and by msgspec for a ``plain`` payload (JSON's
+    plain values, no float: ``kombu_envelope.write_plain_json``)."""
     codec = serialization.registry._encoders.get(serializer)
     if serializer == "json" and codec is not None and codec[2] is kombu_json_dumps:
-        return codec[0], codec[1], WRITE_MESSAGE_JSON(payload)
+        quick = write_plain_json(payload) if plain else None
+        return codec[0], codec[1], WRITE_MESSAGE_JSON(payload) if quick is None else quick
     return serialization.dumps(payload, serializer=serializer)  # type: ignore[no-any-return]
 
 

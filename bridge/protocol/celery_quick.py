@@ -94,6 +94,8 @@ _EMBED = list(EMBED_KEYS)
 _NO_EMBED = dict.fromkeys(EMBED_KEYS)
 """Celery's embed of a call with no canvas (in this key order)."""
 _MAX_BRACKETS = MAX_HEADER_DEPTH
+_FLAT = frozenset({int, str, bool, type(None)})
+"""A call's values the body's JSON writes by msgspec when all are of these types."""
 
 
 class EncodedSignature(Signature):
@@ -328,8 +330,10 @@ def _message_of(name: str, task_id: str, priority: int, carried: dict[str, Any],
     properties = properties.copy()
     if priority != (int_priority(properties.get("priority")) or 0):
         properties["priority"] = priority
+    flat = all(type(value) in _FLAT for _, value in pairs)  # then JSON's plain values
     try:
-        content_type, encoding, body = serialize([args, kwargs, _NO_EMBED.copy()], "json")
+        content_type, encoding, body = serialize([args, kwargs, _NO_EMBED.copy()], "json",
+                                                 plain=flat)
     except Exception:  # what the encoder refuses: the exact path says why
         return None
     return CeleryMessage.made(body.encode(encoding) if isinstance(body, str) else body,

@@ -21,7 +21,7 @@ from bridge.migrate.translate import Translated, Translator
 from bridge.protocol.celery import decode_task, encode_task, new_task
 from bridge.protocol.celery_canvas import from_signature, to_signature
 from bridge.protocol.celery_quick import quick_back, quick_message, quick_signature
-from bridge.protocol.kombu_envelope import decode_envelope, to_envelope
+from bridge.protocol.kombu_envelope import decode_envelope, to_envelope, write_plain_json
 from bridge.protocol.machinery import Arg, Signature
 from bridge.schema import TaskSchema, TaskTypes
 from tests.unit.test_fast_paths import identical
@@ -384,3 +384,25 @@ def test_a_float_anywhere_in_the_signature_leaves_the_envelope_to_the_c_encoder(
         assert assert_same_back(raw)
         read_back = quick_back(raw)
         assert read_back is not None and not read_back.message.plain_json
+
+
+def test_a_flat_calls_body_is_written_by_msgspec(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The way back's body goes to msgspec when every value is an int, str, bool or None
+    (``write_plain_json`` then decides, as for the envelope), never with a float or a
+    nested value; the differential tests above check the bytes."""
+    from bridge.protocol import celery
+
+    calls: list[Any] = []
+
+    def counted(value: Any) -> bytes | None:
+        calls.append(value)
+        return write_plain_json(value)
+
+    monkeypatch.setattr(celery, "write_plain_json", counted)
+    for args, by_msgspec in (([1, "é\x7f", True, 2**62], True), ([1, "a"], True),
+                             ([1.5, 2], False), ([[1, 2]], False)):
+        raw = machinery_body(to_envelope(encode_task(new_task("tasks.add", args)),
+                                         routing_key="celery"))
+        calls.clear()
+        assert assert_same_back(raw)
+        assert bool(calls) is by_msgspec, args
