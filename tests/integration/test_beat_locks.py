@@ -88,13 +88,17 @@ def test_gocraft_reports_ticks_no_enqueuer_scheduled(
         private_redis_url: str, caplog: pytest.LogCaptureFixture) -> None:
     client = redis.Redis.from_url(private_redis_url)
     entry, _ = one(private_redis_url, system="gocraft", cron="0 * * * * *", namespace="gm")
-    now = time.time()
+    minute = time.time() // 60 * 60
+    now = minute + 30.5  # within a minute: the next 4 minutes hold 4 ticks
     client.set("gm:last_periodic_enqueue", int(now) - 600)  # 10 min ago: 6 min uncovered
     enqueuer = GocraftPass(client, "gm", [entry])
     enqueuer.report_missed(now)
     assert "were never scheduled" in caplog.text and "as gocraft does" in caplog.text
     assert enqueuer.run(now) == 4 and enqueuer.run(now) == 0  # 4 minutes ahead, once
     assert int(client.get("gm:last_periodic_enqueue") or 0) == int(now)
+    # in a minute's first second, Go's Next(now) (strictly after) and Before(now + 4 min)
+    # leave 3: the tick at now and the one at the horizon are not walked
+    assert GocraftPass(client, "gb", [entry]).run(minute + 0.5) == 3
 
 
 class Flaky(Job):
