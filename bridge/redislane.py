@@ -250,11 +250,10 @@ _LARGE = 64
 def pack(conn: Any, commands: Sequence[Sequence[Any]]) -> Any:
     """The commands' RESP bytes: what ``conn.pack_commands`` sends, made by hiredis (a large
     command by :func:`bridge.resp.pack_large`) when redis-py's encoder would only hand each
-    argument on to it (UTF-8, strict; plain
-    bytes, str, int and float arguments): redis-py's per-argument encoding costs about
-    1 µs an argument, and a batch's script call has four or five per task. Several
-    commands go as one buffer: redis-py sends each item of the list with a ``sendall`` of
-    its own, a system call of ~16 µs on a VM."""
+    argument on to it (UTF-8, strict; plain bytes, str, int and float arguments):
+    redis-py's per-argument encoding costs about 1 µs an argument, and a batch's script
+    call has four or five per task. Several commands go as one buffer: redis-py sends each
+    item of the list with a ``sendall`` of its own, a system call of ~16 µs on a VM."""
     encoder = conn.encoder
     if encoder.encoding != "utf-8" or encoder.encoding_errors != "strict":
         return conn.pack_commands(commands)
