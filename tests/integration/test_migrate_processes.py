@@ -144,10 +144,16 @@ def _two_databases(redis_url: str, total: int) -> tuple[list[str], redis.Redis, 
     return command, redis.Redis.from_url(dst_url), {t.id for t in tasks}
 
 
+def _source_url(command: list[str]) -> str:
+    """The Redis URL of a ``migrate`` command's ``celery+`` source."""
+    return command[4].split("celery+", 1)[1].split("?", 1)[0]
+
+
 def _moved_once(command: list[str], dst: redis.Redis, ids: set[str]) -> None:
     """Run ``command`` again: it finishes, resuming the batches left in flight (a process
     killed between two batches leaves none), and every message is in the destination once."""
-    src = redis.Redis.from_url(command[4].split("celery+", 1)[1].split("?", 1)[0])
+    src_url = _source_url(command)
+    src = redis.Redis.from_url(src_url)
     left = src.scard(RunKeys(run_id(command[4], command[5])).batches)
     src.close()
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -155,14 +161,13 @@ def _moved_once(command: list[str], dst: redis.Redis, ids: set[str]) -> None:
     assert ("resumed batches" in done.stdout) == (left > 0), (left, done.stdout)
     moved = [json.loads(raw)["UUID"] for raw in dst.lrange("machinery_tasks", 0, -1)]
     assert len(moved) == len(ids) and set(moved) == ids  # none lost, none twice
-    src_url = command[4].split("celery+", 1)[1].split("?", 1)[0]
     assert CeleryRedisBroker.from_url(src_url).queue_depth("celery") == 0
     assert bookkeeping(src_url) == []
 
 
 def _wait_all_busy(command: list[str]) -> None:
     """Until the run's three processes each hold a batch (the helpers have started)."""
-    src = redis.Redis.from_url(command[4].split("celery+", 1)[1].split("?", 1)[0])
+    src = redis.Redis.from_url(_source_url(command))
     batches = RunKeys(run_id(command[4], command[5])).batches
     deadline = time.monotonic() + 120
     while src.scard(batches) < 3 and time.monotonic() < deadline:
