@@ -3,6 +3,7 @@ tree, and the in-flight hash on a real redis-server (written, reloaded after a r
 
 from __future__ import annotations
 
+import gc
 import json
 
 import pytest
@@ -17,6 +18,9 @@ def test_a_leaf_is_tracked_alone_with_its_group_and_parent() -> None:
     (entry,) = track_signature(leaf, group="g", parent="p", chain_failure=FAIL,
                                chord_failure=CHORD, now=5.0)
     assert entry == Tracked("t1", "add", 5.0, "g", "p")
+    # a backlog keeps its entries long: a leaf's adds nothing more for the collector to walk
+    assert not gc.is_tracked(entry.on_failure) and not gc.is_tracked(entry.on_success)
+    assert not gc.is_tracked(Tracked.from_json("t1", entry.to_json()).on_failure)
     assert track_signature(Signature(name="anonymous"), group=None, parent=None,
                            chain_failure=FAIL, chord_failure=CHORD) == []
 
