@@ -293,8 +293,7 @@ class MachineryToCelery(Side):
     # ------------------------------------------------------------------ results back
 
     def read(self, uuids: Sequence[str]) -> dict[str, Outcome]:
-        keys = [self.results.task_key(u) for u in uuids]
-        raws = cast("list[bytes | None]", self.results.client.mget(keys))
+        raws = self.results.get_raw_many(uuids)
         out: dict[str, Outcome] = {}
         for uuid, raw in zip(uuids, raws, strict=True):
             if raw is None:

@@ -179,6 +179,20 @@ def test_store_many_one_round_trip(backend: CeleryRedisBackend, app: Celery,
                                TaskMeta(new_id(), "SUCCESS", 1)]) == [False, True]
 
 
+def test_raw_metas_read_in_one_round_trip(backend: CeleryRedisBackend,
+                                          client: redis.Redis) -> None:
+    ids = [new_id() for _ in range(300)]  # past the arguments the client's packer takes
+    backend.store_many([TaskMeta(t, "SUCCESS", i) for i, t in enumerate(ids[::2])])
+    missing = new_id()
+    raws = backend.get_raw_many([*ids, missing])
+    assert raws == client.mget([backend.task_key(t) for t in [*ids, missing]])
+    assert raws[1] is None and raws[-1] is None
+    assert [backend.decode(raw)["result"] for raw in raws[:-1:2]] == list(range(150))
+    with backend._reads._lock:  # the lane busy (another thread): the client's way, same bytes
+        assert backend.get_raw_many(ids[:3]) == raws[:3]
+    assert backend.get_raw_many([]) == []
+
+
 def test_expiry_prefix_and_msgpack(broker_url: str, backend_url: str,
                                    client: redis.Redis) -> None:
     forever = CeleryRedisBackend.from_url(backend_url, expires=None)
