@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,6 +25,10 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     with local_redis(tmp_path_factory.mktemp("redis")) as url:
         yield url
+        # Celery's AsyncResults live in reference cycles and unsubscribe in __del__: collect
+        # them while this server runs (after it stops, each fails to reconnect, and a
+        # session run of a few files ended with pytest itself failing on those errors)
+        gc.collect()
 
 
 @pytest.fixture()
