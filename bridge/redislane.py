@@ -284,6 +284,19 @@ def _skips_replies(conn: Any) -> bool:
     return True
 
 
+def mget(lane: Lane, client: Any, keys: Sequence[Any]) -> list[bytes | None]:
+    """``MGET keys`` through ``lane`` when it is free (packed by ``pack``: redis-py's
+    encoding of a thousand keys costs ~1 µs each), else the client's way."""
+    if not keys:
+        return []
+    replies = lane.run([("MGET", *keys)])
+    if replies is None:  # another thread has the lane, or a Cluster
+        return cast("list[bytes | None]", client.mget(keys))
+    if isinstance(replies[0], Exception):
+        raise replies[0]
+    return cast("list[bytes | None]", replies[0])
+
+
 def run_script(lane: Lane, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
     """``script(keys, args)``, through ``lane`` when it is free; a script Redis does not know
     yet (NOSCRIPT: nothing ran) goes the client's way, which loads it."""

@@ -34,7 +34,7 @@ from bridge.config import RedisConfig, redact_url
 from bridge.errors import BridgeError, clip
 from bridge.protocol.celery import serialize
 from bridge.redisconn import RedisClient, connect
-from bridge.redislane import Lane
+from bridge.redislane import Lane, mget
 
 __all__ = [
     "EXCEPTION_STATES",
@@ -221,8 +221,7 @@ class CeleryRedisBackend:
         self.prefix = global_keyprefix
         self._store = client.register_script(STORE)
         self._reads = Lane(self.client)
-        """MGETs of many metas (the relay's reads of what is in flight): redis-py's
-        encoding of a thousand keys costs ~1 µs each."""
+        """MGETs of many metas (the relay's and migrate's reads of results)."""
 
     @classmethod
     def from_url(cls, url: str, redis_config: RedisConfig | None = None,
@@ -288,15 +287,7 @@ class CeleryRedisBackend:
 
     def get_raw_many(self, task_ids: Sequence[str]) -> list[bytes | None]:
         """The stored bytes of each task's meta (None: none stored), in one MGET."""
-        keys = [self.task_key(task_id) for task_id in task_ids]
-        if not keys:
-            return []
-        replies = self._reads.run([("MGET", *keys)])
-        if replies is None:  # another thread has the lane, or a Cluster: the client's way
-            return cast("list[bytes | None]", self.client.mget(keys))
-        if isinstance(replies[0], Exception):
-            raise replies[0]
-        return cast("list[bytes | None]", replies[0])
+        return mget(self._reads, self.client, [self.task_key(task_id) for task_id in task_ids])
 
     def get_meta(self, task_id: str) -> dict[str, Any]:
         """The stored meta, decoded; ``{"status": "PENDING", "result": None}`` when none."""

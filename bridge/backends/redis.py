@@ -49,7 +49,7 @@ from bridge.errors import BridgeError, DecodeError, ForeignKeyError, StatesRefus
 from bridge.protocol.machinery import PENDING, GroupMeta, TaskState
 from bridge.protocol.state_bytes import completed_state
 from bridge.redisconn import RedisClient, connect
-from bridge.redislane import Lane, run_script
+from bridge.redislane import Lane, mget, run_script
 
 __all__ = [
     "CHORD_MUTEX_KEY",
@@ -569,12 +569,7 @@ class RedisBackend(Backend):
             for key in keys:
                 pipe.get(key)
             return cast("list[bytes | None]", pipe.execute())
-        replies = self._reads.run([("MGET", *keys)])
-        if replies is None:  # another thread has the lane
-            return cast("list[bytes | None]", self._client.mget(keys))
-        if isinstance(replies[0], Exception):
-            raise replies[0]
-        return cast("list[bytes | None]", replies[0])
+        return mget(self._reads, self._client, keys)
 
     def _group_meta(self, group_uuid: str) -> GroupMeta:
         raw = self._get(group_uuid)

@@ -112,9 +112,8 @@ def machinery_state(task_id: str, name: str, meta: dict[str, Any],
 def read_celery_metas(backend: CeleryRedisBackend, ids: Sequence[str]
                       ) -> list[dict[str, Any] | None]:
     """Stored metas of ``ids`` in one MGET (None where there is none)."""
-    raws = cast("list[bytes | None]", backend.client.mget([backend.task_key(i) for i in ids]))
     return [None if raw is None else cast("dict[str, Any]", backend.decode(raw))
-            for raw in raws]
+            for raw in backend.get_raw_many(ids)]
 
 
 def pending_state(task_id: str, name: str) -> TaskState:
